@@ -1,0 +1,234 @@
+"""Added latency per request of a trivial ASGI app: bare vs stock contrib middleware vs ours.
+
+Three uvicorn servers (subprocesses, loopback) serve the same one-route Starlette app: bare; wrapped
+in the stock ``opentelemetry-instrumentation-asgi`` middleware with the SDK exporting OTLP; and
+with ``watchman_otel.init()`` (spans, RED metrics, heartbeats, logs). Both instrumented ones
+export to the same OTLP/HTTP sink. One client sends sequential keep-alive requests in interleaved
+rounds (variant order shuffled each round); a variant's added latency is the median over rounds
+of (its median − bare's median in the same round), so drift of the machine cancels out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from benchmarks import Figure, benchmark
+
+__all__ = ["VARIANTS", "measure", "serve"]
+
+VARIANTS = ("bare", "stock", "watchman")
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    return Starlette(routes=[Route("/items/{item_id}", hello)])
+
+
+def _stock(app: Any, sink: str) -> Any:
+    from opentelemetry import metrics, trace
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create({"service.name": "bench-stock"})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{sink}/v1/traces"))
+    )
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{sink}/v1/metrics"))
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
+    return OpenTelemetryMiddleware(app)  # as documented: defaults, global providers
+
+
+def serve(variant: str, port: int, sink: str) -> None:
+    """Run one variant's server until terminated (the benchmark's subprocess entry point)."""
+    import uvicorn
+
+    app = _app()
+    if variant == "stock":
+        app = _stock(app, sink)
+    elif variant == "watchman":
+        import watchman_otel
+
+        watchman_otel.init(service_name="bench-watchman", endpoint=sink, protocol="http/protobuf")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+class _Sink:
+    """An OTLP/HTTP endpoint that accepts and discards everything (200, empty body)."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"benchmark server on port {port} exited")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"benchmark server on port {port} did not start")
+
+
+def _timed_requests(connection: http.client.HTTPConnection, count: int) -> list[float]:
+    samples = []
+    for i in range(count):
+        started = time.perf_counter()
+        connection.request("GET", f"/items/{i % 7}")
+        response = connection.getresponse()
+        response.read()
+        samples.append(time.perf_counter() - started)
+        if response.status != 200:
+            raise RuntimeError(f"benchmark request failed: {response.status}")
+    return samples
+
+
+def measure(*, rounds: int, per_round: int) -> dict[str, Any]:
+    """Start the three servers, run the interleaved rounds, return medians in microseconds."""
+    sink = _Sink()
+    env = {**os.environ, "PYTHONPATH": str(_ROOT)}
+    env.pop("WATCHMAN_RAISE_INTERNAL_ERRORS", None)
+    ports = {variant: _free_port() for variant in VARIANTS}
+    processes = {
+        variant: subprocess.Popen(
+            [
+                *(sys.executable, "-m", "benchmarks.sdk_asgi", "--serve", variant),
+                *("--port", str(ports[variant]), "--sink", sink.url),
+            ],
+            cwd=_ROOT,
+            env=env,
+        )
+        for variant in VARIANTS
+    }
+    try:
+        for variant, process in processes.items():
+            _wait_ready(ports[variant], process)
+        connections = {v: http.client.HTTPConnection("127.0.0.1", ports[v]) for v in VARIANTS}
+        for (
+            connection
+        ) in connections.values():  # warm-up: imports, first stack build, JIT-less caches
+            _timed_requests(connection, 300)
+        per_round_medians: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        order = list(VARIANTS)
+        rng = random.Random(7)
+        for _ in range(rounds):
+            rng.shuffle(order)
+            for variant in order:
+                samples = _timed_requests(connections[variant], per_round)
+                per_round_medians[variant].append(statistics.median(samples) * 1e6)
+        for connection in connections.values():
+            connection.close()
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        sink.close()
+    bare = per_round_medians["bare"]
+    added = {
+        variant: statistics.median(
+            m - b for m, b in zip(per_round_medians[variant], bare, strict=True)
+        )
+        for variant in ("stock", "watchman")
+    }
+    return {
+        "bare_us": statistics.median(bare),
+        "stock_added_us": added["stock"],
+        "watchman_added_us": added["watchman"],
+        "requests": rounds * per_round * len(VARIANTS),
+    }
+
+
+@benchmark("sdk_asgi")
+def sdk_asgi(quick: bool) -> list[Figure]:
+    """Figures for the ASGI middleware's added latency."""
+    result = measure(rounds=6, per_round=50) if quick else measure(rounds=40, per_round=150)
+    return [
+        Figure("asgi request, bare app (median)", result["bare_us"], "µs"),
+        Figure(
+            "asgi added, stock contrib middleware",
+            result["stock_added_us"],
+            "µs",
+            baseline=result["bare_us"],
+            baseline_name="bare request",
+        ),
+        Figure(
+            "asgi added, watchman_otel.init()",
+            result["watchman_added_us"],
+            "µs",
+            baseline=result["stock_added_us"],
+            baseline_name="stock added",
+            goal="<= 0.50",
+        ),
+    ]
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--serve", choices=VARIANTS, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--sink", required=True)
+    args = parser.parse_args()
+    serve(args.serve, args.port, args.sink)
+
+
+if __name__ == "__main__":
+    _main()
