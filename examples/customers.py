@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from examples.common import Downstream, downstream_failed, run
+from .common import Downstream, downstream_failed, run
 
 __all__ = ["app", "main"]
 

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from examples.common import Downstream, downstream_failed, run
+from .common import Downstream, downstream_failed, run
 
 __all__ = ["app", "main"]
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from examples.common import Downstream, run
+from .common import Downstream, run
 
 __all__ = ["app", "main"]
 

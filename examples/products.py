@@ -11,7 +11,7 @@ import sys
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from examples.common import Downstream, downstream_failed, run
+from .common import Downstream, downstream_failed, run
 
 __all__ = ["app", "main"]
 

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from examples.common import Downstream, run
+from .common import Downstream, run
 
 __all__ = ["app", "main"]
 

@@ -94,7 +94,7 @@ class Heartbeat:
     cpu_utilization: float | None = None  # process.cpu.utilization, 0..1 of one core
     memory_bytes: int | None = None  # process.memory.usage (RSS)
     threads: int | None = None  # process.thread.count
-    inflight: int | None = None  # http.server.active_requests summed over routes
+    inflight: int | None = None  # watchman.inflight_requests
     host: str | None = None  # host.name
 
 
