@@ -1,0 +1,538 @@
+"""The `detect` stage: judge every node and edge of the service graph at each evaluation tick.
+
+Each signal is compared with two things: an absolute floor (Kiali's traffic-health tolerances:
+an error ratio is worth a look from 0.1 % and failing from 10 %) and a learned, robust baseline
+of the same series (median and IQR of 10 s buckets over a trailing window). A signal counts only
+when it clears both, so a service that always answers 2 % errors is not flagged, and one whose
+errors jump from 0 to 1 % with real traffic is. The baseline stops learning while its series is
+anomalous, so a long outage is compared with the healthy past, not with itself.
+
+Liveness comes from heartbeats (an instance whose heartbeat is missing for three intervals is
+down; all instances down is a down service) and, for a service that reports nothing, from its
+callers: calls that fail without any server half seen mean nobody is answering.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from statistics import median
+
+from watchman_collector.graph import EdgeState, NodeState, ServiceGraph
+from watchman_collector.records import NodeKind
+from watchman_collector.stats import Bucket, RedSeries, RedView
+
+__all__ = [
+    "DetectPolicy",
+    "Detection",
+    "Detector",
+    "EdgeHealth",
+    "Evidence",
+    "Health",
+    "NodeHealth",
+    "Signals",
+]
+
+_NS = 1_000_000_000
+
+
+class Health(IntEnum):
+    """A node's or edge's state, worst last; the value is `watchman_service_health`."""
+
+    HEALTHY = 0
+    DEGRADED = 1
+    FAILING = 2
+    DOWN = 3
+
+    @property
+    def label(self) -> str:
+        """Lower-case name, as shown in the API and dashboards."""
+        return self.name.lower()
+
+
+class Signals:
+    """Names of the signals detection judges (used in evidence and alert rules)."""
+
+    ERROR_RATIO = "error_ratio"
+    LATENCY = "latency_p95"
+    TRAFFIC_DROP = "traffic_drop"
+    INSTANCES_DOWN = "instances_down"
+    SERVICE_DOWN = "service_down"
+    UNREACHABLE = "unreachable"
+    SATURATION = "cpu_saturation"
+
+
+@dataclass(frozen=True, slots=True)
+class DetectPolicy:
+    """Thresholds of one service (defaults like Kiali's tolerances, overridable per service)."""
+
+    window_s: float = 30.0  # the "now" window each tick judges
+    baseline_s: float = 600.0  # trailing healthy history the baseline learns from
+    settle_s: float = 5.0  # newest event time not judged yet: SDK batches arrive late
+    min_calls: int = 10  # fewer calls in the window: no error/latency judgement
+    min_baseline_buckets: int = 6  # fewer healthy buckets learned: absolute floors only
+    error_degraded: float = 0.001  # Kiali: degraded from 0.1 % 5xx
+    error_failing: float = 0.10  # Kiali: failure from 10 % 5xx
+    error_min_excess: float = 0.02  # above the baseline median, at least this much …
+    error_z: float = 4.0  # … and this many binomial standard errors
+    latency_factor: float = 2.0  # p95 at least this many times the baseline's …
+    latency_failing_factor: float = 5.0
+    latency_min_excess_s: float = 0.05  # … and at least 50 ms slower
+    latency_iqr_k: float = 3.0  # and beyond median + k·σ(IQR) of the baseline buckets
+    traffic_drop_ratio: float = 0.3  # rate below this share of the baseline median
+    traffic_min_rate: float = 0.5  # baseline requests/s below which a drop is not judged
+    cpu_saturation: float = 0.9  # an instance's CPU utilization (of one core)
+    heartbeat_misses: int = 3  # heartbeats missing before an instance is down
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One signal that made a node or edge unhealthy, with the numbers behind it."""
+
+    signal: str
+    health: Health
+    value: float
+    baseline: float | None
+    threshold: float
+    onset_ns: int | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHealth:
+    """The judgement of one node at one tick."""
+
+    service: str
+    kind: NodeKind
+    health: Health
+    evidence: tuple[Evidence, ...]
+    onset_ns: int | None  # earliest onset among the evidence
+    calls: int
+    failed: int
+    error_ratio: float
+    rate_per_s: float
+    p95_s: float | None
+    baseline_error_ratio: float | None
+    baseline_p95_s: float | None
+    instances_up: int
+    instances: int
+    reports: bool  # the node itself reported spans or heartbeats in the window
+
+    def has(self, signal: str) -> bool:
+        """Whether `signal` is among the evidence."""
+        return any(e.signal == signal for e in self.evidence)
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeHealth:
+    """The judgement of one edge (client-side view of calls from `client` to `server`)."""
+
+    client: str
+    server: str
+    health: Health
+    evidence: tuple[Evidence, ...]
+    onset_ns: int | None
+    calls: int
+    failed: int
+    error_ratio: float
+    p95_s: float | None
+    baseline_error_ratio: float | None
+    baseline_p95_s: float | None
+    server_halves: int  # calls whose server half was seen (0: nobody answered)
+    failed_latencies_s: tuple[float, ...]  # client latency of failed exemplars (timeouts show)
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """Everything one tick concluded, keyed by node name and (client, server)."""
+
+    now_ns: int
+    nodes: Mapping[str, NodeHealth]
+    edges: Mapping[tuple[str, str], EdgeHealth]
+
+    def unhealthy(self) -> list[NodeHealth]:
+        """Unhealthy nodes, worst first, then by name (deterministic)."""
+        bad = [n for n in self.nodes.values() if n.health > Health.HEALTHY]
+        return sorted(bad, key=lambda n: (-n.health, n.service))
+
+
+@dataclass(slots=True)
+class _BucketSummary:
+    calls: int
+    error_ratio: float | None
+    p95_s: float | None
+
+
+@dataclass(slots=True)
+class _Baseline:
+    """Per-bucket summaries of one series' healthy past; frozen while the series is anomalous."""
+
+    maxlen: int
+    summaries: deque[_BucketSummary] = field(default_factory=deque)
+    learned_until_ns: int = 0  # end of the newest bucket folded in
+    frozen: bool = False
+
+    def learn(self, buckets: Iterable[Bucket], bucket_ns: int, min_calls: int) -> None:
+        for b in buckets:
+            end = b.start_ns + bucket_ns
+            if end <= self.learned_until_ns:
+                continue
+            self.learned_until_ns = end
+            if self.frozen:
+                continue
+            enough = b.calls >= max(1, min_calls // 3)
+            self.summaries.append(
+                _BucketSummary(
+                    calls=b.calls,
+                    error_ratio=b.failed / b.calls if enough else None,
+                    p95_s=b.latency.quantile(0.95) if enough else None,
+                )
+            )
+            while len(self.summaries) > self.maxlen:
+                self.summaries.popleft()
+
+    def errors(self) -> list[float]:
+        return [s.error_ratio for s in self.summaries if s.error_ratio is not None]
+
+    def p95s(self) -> list[float]:
+        return [s.p95_s for s in self.summaries if s.p95_s is not None]
+
+    def rates(self, bucket_s: float) -> list[float]:
+        return [s.calls / bucket_s for s in self.summaries]
+
+
+def _median_sigma(values: list[float]) -> tuple[float, float]:
+    """Median and a robust σ (IQR / 1.349) of `values` (non-empty)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    med = median(ordered)
+    q1 = ordered[n // 4]
+    q3 = ordered[(3 * n) // 4 if n > 1 else 0]
+    return med, (q3 - q1) / 1.349
+
+
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    view: RedView
+    evidence: tuple[Evidence, ...]
+    base_err: float | None
+    base_p95: float | None
+
+
+class Detector:
+    """Judges a `ServiceGraph` at each tick; keeps the baselines between ticks.
+
+    `policies` maps a service name to its own `DetectPolicy`; others use `default`.
+    """
+
+    def __init__(
+        self,
+        default: DetectPolicy | None = None,
+        policies: Mapping[str, DetectPolicy] | None = None,
+    ) -> None:
+        self.default = default or DetectPolicy()
+        self.policies = dict(policies or {})
+        self._baselines: dict[object, _Baseline] = {}
+
+    def policy(self, service: str) -> DetectPolicy:
+        """The policy in force for `service`."""
+        return self.policies.get(service, self.default)
+
+    def evaluate(self, graph: ServiceGraph, now_ns: int) -> Detection:
+        """Judge every node and edge as of event time `now_ns`."""
+        edges: dict[tuple[str, str], EdgeHealth] = {}
+        for edge in graph.edges():
+            edges[(edge.client, edge.server)] = self._judge_edge(edge, now_ns)
+        nodes: dict[str, NodeHealth] = {}
+        for node in graph.nodes():
+            inbound = [edges[(c, node.name)] for c in graph.callers(node.name)]
+            nodes[node.name] = self._judge_node(node, inbound, now_ns)
+        live = {("n", n) for n in nodes} | {("e", *k) for k in edges}
+        for key in [k for k in self._baselines if k not in live]:
+            del self._baselines[key]
+        return Detection(now_ns=now_ns, nodes=nodes, edges=edges)
+
+    # -- series -----------------------------------------------------------------------------
+
+    def _judge_series(
+        self, key: object, series: RedSeries, policy: DetectPolicy, now_ns: int
+    ) -> _Judged:
+        eval_ns = now_ns - int(policy.settle_s * _NS)
+        bucket_ns = int(series.bucket_s * _NS)
+        baseline = self._baselines.get(key)
+        if baseline is None:
+            maxlen = max(1, int(policy.baseline_s // series.bucket_s))
+            baseline = self._baselines[key] = _Baseline(maxlen=maxlen)
+        # Fold in the buckets that closed before the current window began.
+        window_start = eval_ns - int(policy.window_s * _NS)
+        closed_until = window_start - window_start % bucket_ns
+        learn_from = max(baseline.learned_until_ns, closed_until - int(policy.baseline_s * _NS))
+        if closed_until > learn_from:
+            history = series.buckets(closed_until - 1, (closed_until - learn_from) / _NS)
+            baseline.learn(history, bucket_ns, policy.min_calls)
+
+        view = series.window(eval_ns, policy.window_s)
+        errors = baseline.errors()
+        p95s = baseline.p95s()
+        learned = len(baseline.summaries) >= policy.min_baseline_buckets
+        base_err = median(errors) if errors and learned else None
+        base_p95 = median(p95s) if p95s and learned else None
+        evidence: list[Evidence] = []
+        if view.calls >= policy.min_calls:
+            ev = self._judge_errors(view, errors if learned else [], policy, series, eval_ns)
+            if ev is not None:
+                evidence.append(ev)
+            ev = self._judge_latency(view, p95s if learned else [], policy, series, eval_ns)
+            if ev is not None:
+                evidence.append(ev)
+        rates = baseline.rates(series.bucket_s)
+        if learned and rates:
+            ev = self._judge_traffic(view, rates, policy)
+            if ev is not None:
+                evidence.append(ev)
+        baseline.frozen = bool(evidence)
+        return _Judged(view=view, evidence=tuple(evidence), base_err=base_err, base_p95=base_p95)
+
+    @staticmethod
+    def _judge_errors(
+        view: RedView,
+        history: list[float],
+        policy: DetectPolicy,
+        series: RedSeries,
+        eval_ns: int,
+    ) -> Evidence | None:
+        ratio = view.error_ratio
+        if ratio < policy.error_degraded:
+            return None
+        base = median(history) if history else 0.0
+        # The binomial standard error of the window's ratio under the baseline's ratio: a jump
+        # from 0.5 % to 3 % on 40 calls is noise, on 4,000 calls it is not.
+        p0 = min(max(base, 0.001), 0.999)
+        se = math.sqrt(p0 * (1 - p0) / view.calls)
+        if history:
+            _, sigma = _median_sigma(history)
+            se = max(se, sigma)
+        excess = ratio - base
+        if excess < policy.error_min_excess or excess < policy.error_z * se:
+            return None
+        health = Health.FAILING if ratio >= policy.error_failing else Health.DEGRADED
+        threshold = base + max(policy.error_min_excess, policy.error_z * se)
+        onset = _onset(
+            series, eval_ns, policy, lambda b: b.calls > 0 and b.failed / b.calls >= threshold
+        )
+        return Evidence(
+            signal=Signals.ERROR_RATIO,
+            health=health,
+            value=ratio,
+            baseline=base if history else None,
+            threshold=threshold,
+            onset_ns=onset,
+            detail=f"{view.failed}/{view.calls} calls failed ({ratio:.1%}, "
+            f"baseline {base:.1%}) over {policy.window_s:g}s",
+        )
+
+    @staticmethod
+    def _judge_latency(
+        view: RedView,
+        history: list[float],
+        policy: DetectPolicy,
+        series: RedSeries,
+        eval_ns: int,
+    ) -> Evidence | None:
+        p95 = view.latency.quantile(0.95)
+        if p95 is None or not history:
+            return None
+        base, sigma = _median_sigma(history)
+        threshold = max(
+            base * policy.latency_factor,
+            base + policy.latency_iqr_k * sigma,
+            base + policy.latency_min_excess_s,
+        )
+        if p95 < threshold:
+            return None
+        failing = max(threshold, base * policy.latency_failing_factor)
+        health = Health.FAILING if p95 >= failing else Health.DEGRADED
+
+        def slow(b: Bucket) -> bool:
+            q = b.latency.quantile(0.95)
+            return q is not None and q >= threshold
+
+        return Evidence(
+            signal=Signals.LATENCY,
+            health=health,
+            value=p95,
+            baseline=base,
+            threshold=threshold,
+            onset_ns=_onset(series, eval_ns, policy, slow),
+            detail=f"p95 {_ms(p95)} against a baseline of {_ms(base)} over {policy.window_s:g}s",
+        )
+
+    @staticmethod
+    def _judge_traffic(view: RedView, rates: list[float], policy: DetectPolicy) -> Evidence | None:
+        base = median(rates)
+        if base < policy.traffic_min_rate:
+            return None
+        threshold = base * policy.traffic_drop_ratio
+        if view.rate_per_s >= threshold:
+            return None
+        return Evidence(
+            signal=Signals.TRAFFIC_DROP,
+            health=Health.DEGRADED,
+            value=view.rate_per_s,
+            baseline=base,
+            threshold=threshold,
+            onset_ns=None,
+            detail=f"{view.rate_per_s:.2f} req/s against a baseline of {base:.2f} req/s",
+        )
+
+    # -- nodes and edges --------------------------------------------------------------------
+
+    def _judge_edge(self, edge: EdgeState, now_ns: int) -> EdgeHealth:
+        policy = self.policy(edge.server)
+        judged = self._judge_series(("e", edge.client, edge.server), edge.red, policy, now_ns)
+        view = judged.view
+        health = max((e.health for e in judged.evidence), default=Health.HEALTHY)
+        failed_latencies = tuple(sorted(lat for _, _, lat in edge.exemplars.failed))
+        return EdgeHealth(
+            client=edge.client,
+            server=edge.server,
+            health=health,
+            evidence=judged.evidence,
+            onset_ns=_earliest(judged.evidence),
+            calls=view.calls,
+            failed=view.failed,
+            error_ratio=view.error_ratio,
+            p95_s=view.latency.quantile(0.95),
+            baseline_error_ratio=judged.base_err,
+            baseline_p95_s=judged.base_p95,
+            server_halves=view.server_latency.count,
+            failed_latencies_s=failed_latencies,
+        )
+
+    def _judge_node(self, node: NodeState, inbound: list[EdgeHealth], now_ns: int) -> NodeHealth:
+        policy = self.policy(node.name)
+        judged = self._judge_series(("n", node.name), node.served, policy, now_ns)
+        evidence = list(judged.evidence)
+        view = judged.view
+
+        instances = list(node.instances.values())
+        up = [i for i in instances if i.is_up(now_ns)]
+        if instances and not up:
+            evidence.append(
+                Evidence(
+                    signal=Signals.SERVICE_DOWN,
+                    health=Health.DOWN,
+                    value=0,
+                    baseline=float(len(instances)),
+                    threshold=1,
+                    onset_ns=max(i.last_heartbeat_ns for i in instances),
+                    detail=f"no heartbeat from any of {len(instances)} instance(s) for "
+                    f"{policy.heartbeat_misses} intervals",
+                )
+            )
+        elif len(up) < len(instances):
+            down = sorted(i.instance for i in instances if not i.is_up(now_ns))
+            evidence.append(
+                Evidence(
+                    signal=Signals.INSTANCES_DOWN,
+                    health=Health.DEGRADED,
+                    value=float(len(down)),
+                    baseline=float(len(instances)),
+                    threshold=1,
+                    onset_ns=None,
+                    detail=f"{len(down)} of {len(instances)} instances down: {', '.join(down)}",
+                )
+            )
+        for inst in up:
+            cpu = inst.cpu_utilization
+            if cpu is not None and cpu >= policy.cpu_saturation:
+                evidence.append(
+                    Evidence(
+                        signal=Signals.SATURATION,
+                        health=Health.DEGRADED,
+                        value=cpu,
+                        baseline=None,
+                        threshold=policy.cpu_saturation,
+                        onset_ns=None,
+                        detail=f"instance {inst.instance} at {cpu:.0%} CPU",
+                    )
+                )
+                break
+
+        # A node that answers nothing itself (no fresh heartbeat, no server half of any call)
+        # while its callers' calls fail is down, whatever it reported before.
+        reports = bool(up) or view.server_latency.count > 0
+        tried = sum(e.calls for e in inbound)
+        failed = sum(e.failed for e in inbound)
+        if (
+            node.kind is NodeKind.SERVICE
+            and not reports
+            and tried >= policy.min_calls
+            and failed / tried >= 0.5
+            and not any(e.signal == Signals.SERVICE_DOWN for e in evidence)
+        ):
+            evidence.append(
+                Evidence(
+                    signal=Signals.UNREACHABLE,
+                    health=Health.DOWN,
+                    value=failed / tried,
+                    baseline=None,
+                    threshold=0.5,
+                    onset_ns=_earliest([ev for e in inbound for ev in e.evidence]),
+                    detail=f"{failed}/{tried} calls from its callers failed and it reports "
+                    "nothing itself",
+                )
+            )
+
+        health = max((e.health for e in evidence), default=Health.HEALTHY)
+        p95 = view.latency.quantile(0.95)
+        return NodeHealth(
+            service=node.name,
+            kind=node.kind,
+            health=health,
+            evidence=tuple(evidence),
+            onset_ns=_earliest(evidence),
+            calls=view.calls,
+            failed=view.failed,
+            error_ratio=view.error_ratio,
+            rate_per_s=view.rate_per_s,
+            p95_s=p95,
+            baseline_error_ratio=judged.base_err,
+            baseline_p95_s=judged.base_p95,
+            instances_up=len(up),
+            instances=len(instances),
+            reports=reports,
+        )
+
+
+def _onset(
+    series: RedSeries, eval_ns: int, policy: DetectPolicy, bad: Callable[[Bucket], bool]
+) -> int | None:
+    """The start of the earliest bucket of the recent anomalous run (change-point estimate).
+
+    Walks back from `eval_ns` over up to twice the window and returns the start of the oldest
+    bucket of the unbroken run that satisfies `bad`: a later threshold crossing does not move
+    the onset, which is what makes root-cause ordering by onset reliable.
+    """
+    buckets = series.buckets(eval_ns, policy.window_s * 2)
+    onset: int | None = None
+    for b in reversed(buckets):
+        if b.calls == 0:
+            continue
+        if bad(b):
+            onset = b.start_ns
+        else:
+            break
+    return onset
+
+
+def _earliest(evidence: Iterable[Evidence]) -> int | None:
+    onsets = [e.onset_ns for e in evidence if e.onset_ns is not None]
+    return min(onsets) if onsets else None
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms"
