@@ -1,0 +1,186 @@
+"""Latency histograms and event-time RED series."""
+
+from __future__ import annotations
+
+import pytest
+from watchman_collector.stats import LATENCY_BUCKETS_S, Histogram, RedSeries
+
+S = 1_000_000_000
+T0 = 1_700_000_000 * S  # a bucket boundary for 10 s buckets
+
+
+def test_default_buckets_are_the_servicegraph_connectors():
+    """The bounds are the Collector servicegraph connector's default latency buckets."""
+    assert LATENCY_BUCKETS_S == (
+        0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1, 1.4, 2, 5, 10, 15,
+    )  # fmt: skip
+
+
+def test_value_on_a_bound_counts_in_that_bounds_bucket():
+    """Bounds are inclusive upper bounds (`le`), +Inf last."""
+    h = Histogram()
+    h.observe(0.1)
+    h.observe(0.1000001)
+    h.observe(99.0)
+    assert h.counts[LATENCY_BUCKETS_S.index(0.1)] == 1
+    assert h.counts[LATENCY_BUCKETS_S.index(0.2)] == 1
+    assert h.counts[-1] == 1
+    assert h.cumulative()[-1] == h.count == 3
+    assert h.max_s == 99.0
+    assert h.sum_s == pytest.approx(99.2000001)
+
+
+def test_negative_latency_counts_as_zero():
+    """Clock skew cannot make a negative latency: it counts as 0 s."""
+    h = Histogram()
+    h.observe(-1.0)
+    assert h.counts[0] == 1
+    assert h.sum_s == 0.0
+
+
+def test_quantile_interpolates_like_promql():
+    """quantile() interpolates inside the bucket as PromQL's histogram_quantile does."""
+    h = Histogram((1.0, 2.0, 4.0))
+    for v in (0.5, 1.5, 1.5, 3.0):
+        h.observe(v)
+    # rank 2 of 4 falls in (1, 2] holding ranks 2..3: 1 + (2-1) * (2-1)/2
+    assert h.quantile(0.5) == pytest.approx(1.5)
+    # rank 0.4 in the first bucket, which starts at 0
+    assert h.quantile(0.1) == pytest.approx(0.4)
+    # rank 3.96 falls in (2, 4] holding one: 2 + 2 * 0.96
+    assert h.quantile(0.99) == pytest.approx(3.92)
+
+
+def test_quantile_in_the_inf_bucket_is_the_highest_bound():
+    """A rank in the +Inf bucket answers the highest finite bound, as PromQL does."""
+    h = Histogram((1.0, 2.0))
+    h.observe(30.0)
+    assert h.quantile(0.5) == 2.0
+
+
+def test_quantile_of_empty_histogram_is_none_and_q_is_checked():
+    """An empty histogram has no quantile; q outside [0, 1] is an error."""
+    h = Histogram()
+    assert h.quantile(0.5) is None
+    with pytest.raises(ValueError, match="quantile"):
+        h.quantile(1.5)
+
+
+def test_merge_adds_counts_and_rejects_other_bounds():
+    """merge() sums two histograms with the same bounds and refuses different bounds."""
+    a, b = Histogram(), Histogram()
+    a.observe(0.003)
+    b.observe(0.003)
+    b.observe(7.0)
+    a.merge(b)
+    assert a.count == 3
+    assert a.max_s == 7.0
+    assert a.counts[LATENCY_BUCKETS_S.index(0.004)] == 2
+    with pytest.raises(ValueError, match="bounds"):
+        a.merge(Histogram((1.0,)))
+
+
+def test_window_sums_buckets_of_the_last_seconds():
+    """window() counts the calls of the buckets within the window, not older ones."""
+    series = RedSeries(bucket_s=10, retention_s=3600)
+    now = T0 + 600 * S
+    assert series.add(T0, False, 0.1, 0.05, now, 3600)  # 10 min ago
+    for i in range(6):
+        assert series.add(now - i * S, i == 0, 0.2, 0.1, now, 120)
+    view = series.window(now, 60)
+    assert view.calls == 6
+    assert view.failed == 1
+    assert view.error_ratio == pytest.approx(1 / 6)
+    assert series.window(now, 900).calls == 7
+    assert view.server_latency.count == 6
+    assert view.client_latency.count == 6
+
+
+def test_rate_divides_by_the_time_covered():
+    """rate_per_s divides by the time the window's buckets cover up to now, not a full window."""
+    series = RedSeries(bucket_s=10, retention_s=3600)
+    now = T0 + 55 * S  # the oldest bucket overlapping the last 60 s starts at T0 - 10 s
+    for _ in range(130):
+        series.add(now, False, 0.01, None, now, 120)
+    assert series.window(now, 60).rate_per_s == pytest.approx(2.0)
+
+
+def test_late_call_beyond_allowed_lateness_is_refused():
+    """A call older than now minus the allowed lateness is dropped (add returns False)."""
+    series = RedSeries(bucket_s=10, retention_s=3600)
+    now = T0 + 1000 * S
+    assert series.add(now - 100 * S, False, 0.1, None, now, 120)
+    assert not series.add(now - 200 * S, False, 0.1, None, now, 120)
+    assert series.total_calls == 1
+
+
+def test_late_call_within_lateness_lands_in_its_own_bucket():
+    """Late data within the allowed lateness is counted in the bucket of its event time."""
+    series = RedSeries(bucket_s=10, retention_s=3600)
+    now = T0 + 100 * S
+    series.add(now, False, 0.1, None, now, 120)
+    series.add(T0 + 5 * S, True, 0.1, None, now, 120)
+    buckets = series.buckets(now, 100)
+    assert buckets[0].start_ns == T0
+    assert (buckets[0].calls, buckets[0].failed) == (1, 1)
+    assert buckets[-1].calls == 1
+    assert sum(b.calls for b in buckets[1:-1]) == 0
+
+
+def test_buckets_fill_gaps_with_zeros_oldest_first():
+    """buckets() returns one bucket per interval, oldest first, empty ones filled in."""
+    series = RedSeries(bucket_s=10, retention_s=3600)
+    now = T0 + 59 * S
+    series.add(T0 + 1 * S, False, 0.1, None, now, 120)
+    buckets = series.buckets(now, 60)
+    assert [b.start_ns for b in buckets] == [T0 + i * 10 * S for i in range(-1, 6)]
+    assert [b.calls for b in buckets] == [0, 1, 0, 0, 0, 0, 0]
+
+
+def test_future_call_counts_at_now():
+    """A call stamped after now (a sender's clock ahead) is counted in the current bucket."""
+    series = RedSeries(bucket_s=10, retention_s=3600)
+    series.add(T0 + 3600 * S, False, 0.1, None, T0, 120)
+    assert series.window(T0, 10).calls == 1
+
+
+def test_totals_never_decrease_when_buckets_roll_off():
+    """Cumulative totals keep every accepted call although old buckets are dropped."""
+    series = RedSeries(bucket_s=10, retention_s=60)
+    for i in range(30):
+        t = T0 + i * 10 * S
+        series.add(t, i % 2 == 0, 0.1, 0.05, t, 120)
+    assert len(series) <= 6
+    assert series.total_calls == 30
+    assert series.total_failed == 15
+    assert series.total_client.count == 30
+    assert series.total_server.count == 30
+
+
+def test_prune_frees_idle_series():
+    """prune(now) drops buckets that fell out of the retention during an idle gap."""
+    series = RedSeries(bucket_s=10, retention_s=60)
+    series.add(T0, False, 0.1, None, T0, 120)
+    series.prune(T0 + 10_000 * S)
+    assert len(series) == 0
+    assert series.total_calls == 1
+
+
+def test_view_latency_prefers_server_side_per_call():
+    """A view's latency takes each call's server latency where seen, else its client latency."""
+    series = RedSeries(bucket_s=10, retention_s=3600)
+    series.add(T0, False, 0.5, 0.3, T0, 120)  # paired: server side counts
+    series.add(T0, True, 9.0, None, T0, 120)  # the callee never answered: client side counts
+    view = series.window(T0, 60)
+    assert view.latency.count == 2
+    assert view.max_s == 9.0
+    assert view.avg_s == pytest.approx(4.65)
+    assert view.p50_s is not None
+    assert view.p99_s is not None
+
+
+def test_empty_view_has_no_latency_and_zero_error_ratio():
+    """A window without calls has rate 0, error ratio 0.0 and no latency figures."""
+    view = RedSeries().window(T0, 300)
+    assert (view.calls, view.rate_per_s, view.error_ratio) == (0, 0.0, 0.0)
+    assert view.avg_s is view.max_s is view.p50_s is view.p95_s is view.p99_s is None
