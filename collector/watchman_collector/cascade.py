@@ -23,19 +23,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 
+from watchman_collector.alert import Role
 from watchman_collector.detect import (
     Detection,
-    DetectPolicy,
     EdgeHealth,
     Evidence,
     Health,
     NodeHealth,
+    PolicyBook,
     Signals,
 )
 from watchman_collector.graph import ServiceGraph
 from watchman_collector.records import NodeKind
+from watchman_collector.rules import RuleSet
 from watchman_collector.stats import RedSeries
 
 __all__ = ["CascadePredictor", "Diagnosis", "Risk", "Role", "Suspect"]
@@ -53,14 +54,6 @@ _CAUSAL = frozenset(
 )
 _DOWN = frozenset({Signals.SERVICE_DOWN, Signals.UNREACHABLE})
 _SEVERITY = {Health.DOWN: 1.0, Health.FAILING: 0.8, Health.DEGRADED: 0.5, Health.HEALTHY: 0.0}
-
-
-class Role(StrEnum):
-    """The `role` label of an alert."""
-
-    ROOT_CAUSE = "root_cause"
-    SYMPTOM = "symptom"
-    AT_RISK = "at_risk"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +111,7 @@ class CascadePredictor:
 
     def __init__(
         self,
-        default: DetectPolicy | None = None,
-        policies: Mapping[str, DetectPolicy] | None = None,
+        rules: RuleSet | None = None,
         *,
         max_depth: int = 6,
         prior_propagation: float = 0.5,
@@ -127,8 +119,7 @@ class CascadePredictor:
         explained_share: float = 0.5,
         horizon_s: float = 120.0,
     ) -> None:
-        self.default = default or DetectPolicy()
-        self.policies = dict(policies or {})
+        self.policy = PolicyBook(rules)
         self.max_depth = max_depth
         self.prior_propagation = prior_propagation
         self.prior_weight = prior_weight
@@ -333,7 +324,7 @@ class CascadePredictor:
     def _risk(
         self, graph: ServiceGraph, root: str, caller: NodeHealth, edge: EdgeHealth, depth: int
     ) -> Risk | None:
-        policy = self.policies.get(caller.service, self.default)
+        policy = self.policy(caller.service)
         served = max(caller.calls, 1)
         share = min(edge.calls / served, 1.0) if caller.calls else 1.0
         # Failing now on this edge, above its own baseline.

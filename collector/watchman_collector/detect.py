@@ -23,6 +23,7 @@ from statistics import median
 
 from watchman_collector.graph import EdgeState, NodeState, ServiceGraph
 from watchman_collector.records import NodeKind
+from watchman_collector.rules import RuleSet, Thresholds, default_rules
 from watchman_collector.stats import Bucket, RedSeries, RedView
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Evidence",
     "Health",
     "NodeHealth",
+    "PolicyBook",
     "Signals",
 ]
 
@@ -67,25 +69,70 @@ class Signals:
 
 @dataclass(frozen=True, slots=True)
 class DetectPolicy:
-    """Thresholds of one service (defaults like Kiali's tolerances, overridable per service)."""
+    """How one service is judged: the rules file's thresholds plus the method's own constants.
+
+    The user-facing thresholds come from `rules.Thresholds` (`from_thresholds`); the rest are
+    constants of the method, documented in `docs/detect.md`.
+    """
 
     window_s: float = 30.0  # the "now" window each tick judges
-    baseline_s: float = 600.0  # trailing healthy history the baseline learns from
-    settle_s: float = 5.0  # newest event time not judged yet: SDK batches arrive late
     min_calls: int = 10  # fewer calls in the window: no error/latency judgement
-    min_baseline_buckets: int = 6  # fewer healthy buckets learned: absolute floors only
     error_degraded: float = 0.001  # Kiali: degraded from 0.1 % 5xx
     error_failing: float = 0.10  # Kiali: failure from 10 % 5xx
+    latency_quantile: float = 0.95
+    latency_degraded_s: float = 0.1  # floors the quantile must also clear
+    latency_failing_s: float = 1.0
+    traffic_drop_degraded: float = 0.5  # rate this fraction below the baseline median
+    traffic_drop_failing: float = 0.9
+    cpu_degraded: float = 0.8  # an instance's CPU utilization (of one core)
+    cpu_failing: float = 0.95
+    heartbeat_misses: int = 3  # heartbeat intervals missed before an instance is down
+    # Constants of the method.
+    baseline_s: float = 600.0  # trailing healthy history the baseline learns from
+    settle_s: float = 5.0  # newest event time not judged yet: SDK batches arrive late
+    min_baseline_buckets: int = 6  # fewer healthy buckets learned: absolute floors only
     error_min_excess: float = 0.02  # above the baseline median, at least this much …
     error_z: float = 4.0  # … and this many binomial standard errors
-    latency_factor: float = 2.0  # p95 at least this many times the baseline's …
+    latency_factor: float = 2.0  # the quantile at least this many times the baseline's …
     latency_failing_factor: float = 5.0
     latency_min_excess_s: float = 0.05  # … and at least 50 ms slower
     latency_iqr_k: float = 3.0  # and beyond median + k·σ(IQR) of the baseline buckets
-    traffic_drop_ratio: float = 0.3  # rate below this share of the baseline median
     traffic_min_rate: float = 0.5  # baseline requests/s below which a drop is not judged
-    cpu_saturation: float = 0.9  # an instance's CPU utilization (of one core)
-    heartbeat_misses: int = 3  # heartbeats missing before an instance is down
+
+    @classmethod
+    def from_thresholds(cls, t: Thresholds) -> DetectPolicy:
+        """The policy for a service whose rules-file thresholds are `t`."""
+        return cls(
+            window_s=t.window_s,
+            min_calls=t.min_requests,
+            error_degraded=t.error_ratio.degraded,
+            error_failing=t.error_ratio.failing,
+            latency_quantile=t.latency_quantile,
+            latency_degraded_s=t.latency_s.degraded,
+            latency_failing_s=t.latency_s.failing,
+            traffic_drop_degraded=t.traffic_drop.degraded,
+            traffic_drop_failing=t.traffic_drop.failing,
+            cpu_degraded=t.cpu_utilization.degraded,
+            cpu_failing=t.cpu_utilization.failing,
+            heartbeat_misses=t.heartbeat_misses,
+        )
+
+
+class PolicyBook:
+    """Per-service `DetectPolicy`s derived from a `RuleSet` (overrides applied), cached."""
+
+    def __init__(self, rules: RuleSet | None = None) -> None:
+        self.rules = rules or default_rules()
+        self._cache: dict[int, DetectPolicy] = {}
+
+    def __call__(self, service: str) -> DetectPolicy:
+        """The policy in force for `service`."""
+        thresholds = self.rules.thresholds_for(service)
+        key = id(thresholds)
+        policy = self._cache.get(key)
+        if policy is None:
+            policy = self._cache[key] = DetectPolicy.from_thresholds(thresholds)
+        return policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +222,9 @@ class _Baseline:
     learned_until_ns: int = 0  # end of the newest bucket folded in
     frozen: bool = False
 
-    def learn(self, buckets: Iterable[Bucket], bucket_ns: int, min_calls: int) -> None:
+    def learn(
+        self, buckets: Iterable[Bucket], bucket_ns: int, min_calls: int, quantile: float
+    ) -> None:
         for b in buckets:
             end = b.start_ns + bucket_ns
             if end <= self.learned_until_ns:
@@ -188,7 +237,7 @@ class _Baseline:
                 _BucketSummary(
                     calls=b.calls,
                     error_ratio=b.failed / b.calls if enough else None,
-                    p95_s=b.latency.quantile(0.95) if enough else None,
+                    p95_s=b.latency.quantile(quantile) if enough else None,
                 )
             )
             while len(self.summaries) > self.maxlen:
@@ -223,23 +272,11 @@ class _Judged:
 
 
 class Detector:
-    """Judges a `ServiceGraph` at each tick; keeps the baselines between ticks.
+    """Judges a `ServiceGraph` at each tick; keeps the baselines between ticks."""
 
-    `policies` maps a service name to its own `DetectPolicy`; others use `default`.
-    """
-
-    def __init__(
-        self,
-        default: DetectPolicy | None = None,
-        policies: Mapping[str, DetectPolicy] | None = None,
-    ) -> None:
-        self.default = default or DetectPolicy()
-        self.policies = dict(policies or {})
+    def __init__(self, rules: RuleSet | None = None) -> None:
+        self.policy = PolicyBook(rules)
         self._baselines: dict[object, _Baseline] = {}
-
-    def policy(self, service: str) -> DetectPolicy:
-        """The policy in force for `service`."""
-        return self.policies.get(service, self.default)
 
     def evaluate(self, graph: ServiceGraph, now_ns: int) -> Detection:
         """Judge every node and edge as of event time `now_ns`."""
@@ -272,7 +309,7 @@ class Detector:
         learn_from = max(baseline.learned_until_ns, closed_until - int(policy.baseline_s * _NS))
         if closed_until > learn_from:
             history = series.buckets(closed_until - 1, (closed_until - learn_from) / _NS)
-            baseline.learn(history, bucket_ns, policy.min_calls)
+            baseline.learn(history, bucket_ns, policy.min_calls, policy.latency_quantile)
 
         view = series.window(eval_ns, policy.window_s)
         errors = baseline.errors()
@@ -342,23 +379,25 @@ class Detector:
         series: RedSeries,
         eval_ns: int,
     ) -> Evidence | None:
-        p95 = view.latency.quantile(0.95)
+        q = policy.latency_quantile
+        p95 = view.latency.quantile(q)
         if p95 is None or not history:
             return None
         base, sigma = _median_sigma(history)
         threshold = max(
+            policy.latency_degraded_s,
             base * policy.latency_factor,
             base + policy.latency_iqr_k * sigma,
             base + policy.latency_min_excess_s,
         )
         if p95 < threshold:
             return None
-        failing = max(threshold, base * policy.latency_failing_factor)
+        failing = max(threshold, policy.latency_failing_s, base * policy.latency_failing_factor)
         health = Health.FAILING if p95 >= failing else Health.DEGRADED
 
         def slow(b: Bucket) -> bool:
-            q = b.latency.quantile(0.95)
-            return q is not None and q >= threshold
+            value = b.latency.quantile(q)
+            return value is not None and value >= threshold
 
         return Evidence(
             signal=Signals.LATENCY,
@@ -367,7 +406,8 @@ class Detector:
             baseline=base,
             threshold=threshold,
             onset_ns=_onset(series, eval_ns, policy, slow),
-            detail=f"p95 {_ms(p95)} against a baseline of {_ms(base)} over {policy.window_s:g}s",
+            detail=f"p{q * 100:g} {_ms(p95)} against a baseline of {_ms(base)} over "
+            f"{policy.window_s:g}s",
         )
 
     @staticmethod
@@ -375,17 +415,19 @@ class Detector:
         base = median(rates)
         if base < policy.traffic_min_rate:
             return None
-        threshold = base * policy.traffic_drop_ratio
-        if view.rate_per_s >= threshold:
+        drop = max(base - view.rate_per_s, 0.0) / base
+        if drop < policy.traffic_drop_degraded:
             return None
+        health = Health.FAILING if drop >= policy.traffic_drop_failing else Health.DEGRADED
         return Evidence(
             signal=Signals.TRAFFIC_DROP,
-            health=Health.DEGRADED,
+            health=health,
             value=view.rate_per_s,
             baseline=base,
-            threshold=threshold,
+            threshold=base * (1 - policy.traffic_drop_degraded),
             onset_ns=None,
-            detail=f"{view.rate_per_s:.2f} req/s against a baseline of {base:.2f} req/s",
+            detail=f"{view.rate_per_s:.2f} req/s, {drop:.0%} below its baseline of "
+            f"{base:.2f} req/s",
         )
 
     # -- nodes and edges --------------------------------------------------------------------
@@ -419,7 +461,8 @@ class Detector:
         view = judged.view
 
         instances = list(node.instances.values())
-        up = [i for i in instances if i.is_up(now_ns)]
+        misses = policy.heartbeat_misses
+        up = [i for i in instances if now_ns - i.last_heartbeat_ns <= misses * i.interval_s * _NS]
         if instances and not up:
             evidence.append(
                 Evidence(
@@ -434,7 +477,7 @@ class Detector:
                 )
             )
         elif len(up) < len(instances):
-            down = sorted(i.instance for i in instances if not i.is_up(now_ns))
+            down = sorted({i.instance for i in instances} - {i.instance for i in up})
             evidence.append(
                 Evidence(
                     signal=Signals.INSTANCES_DOWN,
@@ -446,21 +489,20 @@ class Detector:
                     detail=f"{len(down)} of {len(instances)} instances down: {', '.join(down)}",
                 )
             )
-        for inst in up:
-            cpu = inst.cpu_utilization
-            if cpu is not None and cpu >= policy.cpu_saturation:
-                evidence.append(
-                    Evidence(
-                        signal=Signals.SATURATION,
-                        health=Health.DEGRADED,
-                        value=cpu,
-                        baseline=None,
-                        threshold=policy.cpu_saturation,
-                        onset_ns=None,
-                        detail=f"instance {inst.instance} at {cpu:.0%} CPU",
-                    )
+        busiest = max(up, key=lambda i: i.cpu_utilization or 0.0, default=None)
+        cpu = busiest.cpu_utilization if busiest is not None else None
+        if busiest is not None and cpu is not None and cpu >= policy.cpu_degraded:
+            evidence.append(
+                Evidence(
+                    signal=Signals.SATURATION,
+                    health=Health.FAILING if cpu >= policy.cpu_failing else Health.DEGRADED,
+                    value=cpu,
+                    baseline=None,
+                    threshold=policy.cpu_degraded,
+                    onset_ns=None,
+                    detail=f"instance {busiest.instance} at {cpu:.0%} CPU",
                 )
-                break
+            )
 
         # A node that answers nothing itself (no fresh heartbeat, no server half of any call)
         # while its callers' calls fail is down, whatever it reported before.

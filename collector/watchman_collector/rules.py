@@ -62,13 +62,13 @@ ALERT_NAMES: tuple[str, ...] = (
 DEFAULT_RULES: dict[str, Any] = {
     "defaults": {"for": "1m", "keep_firing_for": "1m"},
     "thresholds": {
-        "window": "5m",
+        "window": "30s",
         "min_requests": 10,
         "error_ratio": {"degraded": 0.001, "failing": 0.1},
-        "latency": {"quantile": 0.95, "degraded": "500ms", "failing": "2s"},
+        "latency": {"quantile": 0.95, "degraded": "100ms", "failing": "1s"},
         "traffic_drop": {"degraded": 0.5, "failing": 0.9},
         "cpu_utilization": {"degraded": 0.8, "failing": 0.95},
-        "heartbeat_timeout": "30s",
+        "heartbeat_misses": 3,
     },
     "alerts": {
         "ServiceDown": {"for": "1m", "severity": {"failing": "critical"}},
@@ -160,7 +160,7 @@ class Thresholds:
     latency_s: Levels
     traffic_drop: Levels  # fraction below the learned baseline rate
     cpu_utilization: Levels  # 0..1 of one core, as the heartbeat reports it
-    heartbeat_timeout_s: float
+    heartbeat_misses: int  # heartbeat intervals missed before an instance is down
 
     def error_level(self, requests: int, failed: int) -> Level | None:
         """The error-ratio level, or None when healthy or with fewer than `min_requests` calls."""
@@ -337,7 +337,7 @@ _THRESHOLD_KEYS = (
     "latency",
     "traffic_drop",
     "cpu_utilization",
-    "heartbeat_timeout",
+    "heartbeat_misses",
 )
 
 
@@ -383,14 +383,13 @@ def _thresholds(reader: _Reader, raw: object, path: str, base: Thresholds) -> Th
                     f"must be 0.5, 0.95 or 0.99, got {quantile!r}",
                     "the graph keeps these quantiles only",
                 )
-    if "heartbeat_timeout" in data:
-        hpath = _join(path, "heartbeat_timeout")
-        out = replace(
-            out,
-            heartbeat_timeout_s=reader.duration(
-                data["heartbeat_timeout"], hpath, out.heartbeat_timeout_s
-            ),
-        )
+    if "heartbeat_misses" in data:
+        hpath = _join(path, "heartbeat_misses")
+        misses = reader.count(data["heartbeat_misses"], hpath, out.heartbeat_misses)
+        if misses >= 1:
+            out = replace(out, heartbeat_misses=misses)
+        else:
+            reader.problem(hpath, "must be at least 1", "3 tolerates two lost heartbeats")
     return out
 
 
@@ -566,7 +565,7 @@ def _builtin() -> RuleSet:
         ),
         traffic_drop=Levels(**t["traffic_drop"]),
         cpu_utilization=Levels(**t["cpu_utilization"]),
-        heartbeat_timeout_s=parse_duration(t["heartbeat_timeout"]),
+        heartbeat_misses=t["heartbeat_misses"],
     )
     default_for = parse_duration(d["defaults"]["for"])
     default_keep = parse_duration(d["defaults"]["keep_firing_for"])

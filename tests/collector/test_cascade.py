@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from watchman_collector.alert_signals import signals_for
 from watchman_collector.cascade import CascadePredictor, Diagnosis, Role
 from watchman_collector.detect import Detector
+from watchman_collector.rules import default_rules
 
 from .graphs import Shop
 from .test_detect import run_and_judge
@@ -94,3 +96,20 @@ def test_optional_dependency_failures_stop_predicting_a_cascade() -> None:
     shop.services["recommend"].error_ratio = 1.0
     diagnosis = diagnose_after(shop, 90, detector)
     assert all(r.service != "orders" for r in diagnosis.risks)
+
+
+def test_signals_name_root_cause_and_symptoms_for_the_alert_stage() -> None:
+    """A failing dependency yields a root-cause HighErrorRate and symptom alerts blaming it."""
+    shop, detector = warmed()
+    shop.services["payments"].error_ratio = 0.6
+    detection = run_and_judge(shop, detector, 40)
+    diagnosis = CascadePredictor().diagnose(shop.graph, detection)
+    signals = signals_for(detection, diagnosis, default_rules())
+    by_service = {(s.alertname, s.service): s for s in signals}
+    root = by_service[("HighErrorRate", "payments")]
+    assert root.role is Role.ROOT_CAUSE
+    assert root.severity == "critical"
+    symptom = by_service[("HighErrorRate", "orders")]
+    assert symptom.role is Role.SYMPTOM
+    assert symptom.root_cause == "payments"
+    assert "payments" in symptom.summary

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from watchman_collector.detect import Detection, Detector, DetectPolicy, Health, Signals
+from watchman_collector.detect import Detection, Detector, Health, Signals
 from watchman_collector.graph import ServiceGraph
 from watchman_collector.records import Call, ConnectionType
+from watchman_collector.rules import parse_rules
 
 from .graphs import NS, T0, Shop
 
@@ -100,7 +101,10 @@ def test_long_outage_stays_flagged_because_the_baseline_freezes() -> None:
 def test_per_service_policy_overrides_the_default() -> None:
     """A service's own policy (a higher failing threshold) changes only its judgement."""
     shop = Shop()
-    detector = Detector(policies={"payments": DetectPolicy(error_failing=0.9)})
+    rules = parse_rules(
+        {"services": {"payments": {"thresholds": {"error_ratio": {"failing": 0.9}}}}}
+    )
+    detector = Detector(rules)
     run_and_judge(shop, detector, 300)
     shop.services["payments"].error_ratio = 0.5
     detection = run_and_judge(shop, detector, 40)
