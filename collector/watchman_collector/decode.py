@@ -168,33 +168,35 @@ def decode_traces(req: ExportTraceServiceRequest) -> Batch:
                     if key not in wanted:
                         continue
                     value = kv.value
+                    # `x.string_value or _text(x)`: the usual type is read directly; the helper
+                    # only runs for other types (and returns None for an empty value).
                     if key == "peer.service":
-                        peer_service = _text(value)
+                        peer_service = value.string_value or _text(value)
                     elif key == "server.address":
-                        server_address = _text(value)
+                        server_address = value.string_value or _text(value)
                     elif key == "net.peer.name":
-                        net_peer_name = _text(value)
+                        net_peer_name = value.string_value or _text(value)
                     elif key == "http.host":
-                        http_host = _text(value)
+                        http_host = value.string_value or _text(value)
                     elif key in ("url.full", "http.url"):
                         if url is None or key == "url.full":
-                            url = _text(value)
+                            url = value.string_value or _text(value)
                     elif key == "server.port":
-                        server_port = _number(value)
+                        server_port = value.int_value or _number(value)
                     elif key == "net.peer.port":
-                        net_peer_port = _number(value)
+                        net_peer_port = value.int_value or _number(value)
                     elif key == "db.system.name":
-                        db_system_name = _text(value)
+                        db_system_name = value.string_value or _text(value)
                     elif key == "db.system":
-                        db_system = _text(value)
+                        db_system = value.string_value or _text(value)
                     elif key == "messaging.system":
-                        messaging_system = _text(value)
+                        messaging_system = value.string_value or _text(value)
                     elif key == "http.response.status_code":
-                        http_status = _number(value)
+                        http_status = value.int_value or _number(value)
                     elif key == "http.status_code":
-                        http_status_old = _number(value)
+                        http_status_old = value.int_value or _number(value)
                     else:  # error.type
-                        error_type = _text(value)
+                        error_type = value.string_value or _text(value)
 
                 if server_port is None:
                     server_port = net_peer_port

@@ -148,18 +148,6 @@ def _fix_id(obj: dict[str, Any], spec: tuple[str, str, int], path: str) -> None:
     obj[camel] = base64.b64encode(raw).decode("ascii")
 
 
-def _fix_trace_ids(obj: dict[str, Any]) -> None:
-    for rpath, rs in _items(obj, _RESOURCE_SPANS, ""):
-        for spath, ss in _items(rs, _SCOPE_SPANS, rpath):
-            for path, span in _items(ss, ("spans", "spans"), spath):
-                _fix_id(span, _TRACE_ID, path)
-                _fix_id(span, _SPAN_ID, path)
-                _fix_id(span, _PARENT_SPAN_ID, path)
-                for lpath, link in _items(span, ("links", "links"), path):
-                    _fix_id(link, _TRACE_ID, lpath)
-                    _fix_id(link, _SPAN_ID, lpath)
-
-
 def _fix_metric_ids(obj: dict[str, Any]) -> None:
     for rpath, rm in _items(obj, _RESOURCE_METRICS, ""):
         for spath, sm in _items(rm, _SCOPE_METRICS, rpath):
@@ -200,7 +188,188 @@ def _parse(
 
 def parse_trace_request(data: bytes | str | Mapping[str, Any]) -> ExportTraceServiceRequest:
     """Parse an OTLP/JSON `ExportTraceServiceRequest` (hex ids); raises `OTLPJSONError`."""
-    return _parse(data, ExportTraceServiceRequest(), _fix_trace_ids)
+    obj = _load(data)
+    # Spans are most of a request and `json_format` is pure Python: plain spans are built from
+    # keyword arguments instead, anything unusual goes through `json_format` (the same result).
+    held: list[tuple[int, int, list[dict[str, Any] | tuple[str, dict[str, Any]]]]] = []
+    for r, (rpath, rs) in enumerate(_items(obj, _RESOURCE_SPANS, "")):
+        for i, (spath, ss) in enumerate(_items(rs, _SCOPE_SPANS, rpath)):
+            spans: list[dict[str, Any] | tuple[str, dict[str, Any]]] = []
+            for path, span in _items(ss, ("spans", "spans"), spath):
+                kwargs = _span_kwargs(span, path)
+                spans.append(kwargs if kwargs is not None else (path, span))
+            ss.pop("spans", None)
+            if spans:
+                held.append((r, i, spans))
+    message = ExportTraceServiceRequest()
+    try:
+        json_format.ParseDict(obj, message, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise OTLPJSONError(str(exc)) from None
+    except RecursionError:
+        raise OTLPJSONError("nested too deeply") from None
+    for r, i, spans in held:
+        container = message.resource_spans[r].scope_spans[i].spans
+        for item in spans:
+            if isinstance(item, dict):
+                container.add(**item)
+            else:
+                _parse_span_slowly(item[1], item[0], container.add())
+    return message
+
+
+_SPAN_FAST_KEYS = frozenset(
+    {
+        "traceId",
+        "spanId",
+        "parentSpanId",
+        "traceState",
+        "name",
+        "kind",
+        "startTimeUnixNano",
+        "endTimeUnixNano",
+        "attributes",
+        "droppedAttributesCount",
+        "droppedEventsCount",
+        "droppedLinksCount",
+        "status",
+        "flags",
+    }
+)
+_U32 = 2**32
+_U64 = 2**64
+_I64 = 2**63
+_SIMPLE_VALUES = frozenset({"stringValue", "intValue", "doubleValue", "boolValue"})
+
+
+def _uint(value: Any, limit: int) -> int | None:
+    """A non-negative integer below `limit` from a JSON number or decimal string, else None."""
+    if type(value) is int:
+        return value if 0 <= value < limit else None
+    if type(value) is str and value.isascii() and value.isdigit():
+        number = int(value)
+        return number if number < limit else None
+    return None
+
+
+def _simple_attributes(attributes: Any) -> list[dict[str, Any]] | None:
+    """Attributes with scalar values as protobuf keyword dicts; None for anything else."""
+    if type(attributes) is not list:
+        return None
+    out: list[dict[str, Any]] = []
+    append = out.append
+    for kv in attributes:
+        if type(kv) is not dict or len(kv) != 2:
+            return None
+        key = kv.get("key")
+        value = kv.get("value")
+        if type(key) is not str or type(value) is not dict or len(value) != 1:
+            return None
+        for kind, v in value.items():  # noqa: B007 - the one item
+            pass
+        if kind == "stringValue" and type(v) is str:
+            append({"key": key, "value": {"string_value": v}})
+        elif kind == "intValue":
+            if type(v) is str:
+                body = v[1:] if v[:1] == "-" else v
+                if not (body.isascii() and body.isdigit()):
+                    return None
+                v = int(v)
+            if type(v) is not int or not -_I64 <= v < _I64:
+                return None
+            append({"key": key, "value": {"int_value": v}})
+        elif kind == "doubleValue" and type(v) in (float, int):
+            append({"key": key, "value": {"double_value": float(v)}})
+        elif kind == "boolValue" and type(v) is bool:
+            append({"key": key, "value": {"bool_value": v}})
+        else:
+            return None
+    return out
+
+
+def _hex_bytes(span: dict[str, Any], spec: tuple[str, str, int], path: str) -> bytes:
+    """The raw bytes of a hex id (validated as `_fix_id` does); b"" when absent or empty."""
+    camel, _, size = spec
+    value = span.get(camel)
+    if value is None or value == "":
+        return b""
+    if not isinstance(value, str):
+        raise OTLPJSONError(f"{path}{camel}: expected a hex string, got {type(value).__name__}")
+    if len(value) != 2 * size:
+        raise OTLPJSONError(f"{path}{camel}: expected {2 * size} hex characters, got {len(value)}")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise OTLPJSONError(f"{path}{camel}: not a hex string: {value[:64]!r}") from None
+
+
+def _span_kwargs(span: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """Keyword arguments for a plain span (camelCase, int enums, scalar attributes), else None."""
+    if not span.keys() <= _SPAN_FAST_KEYS:
+        return None
+    kwargs: dict[str, Any] = {
+        "trace_id": _hex_bytes(span, _TRACE_ID, path),
+        "span_id": _hex_bytes(span, _SPAN_ID, path),
+        "parent_span_id": _hex_bytes(span, _PARENT_SPAN_ID, path),
+    }
+    for key, value in span.items():
+        if key in ("traceId", "spanId", "parentSpanId") or value is None:
+            continue
+        if key in {"name", "traceState"}:
+            if type(value) is not str:
+                return None
+            kwargs["name" if key == "name" else "trace_state"] = value
+        elif key == "kind":
+            if type(value) is not int or not 0 <= value <= 5:
+                return None
+            kwargs["kind"] = value
+        elif key in {"startTimeUnixNano", "endTimeUnixNano"}:
+            number = _uint(value, _U64)
+            if number is None:
+                return None
+            kwargs["start_time_unix_nano" if key[0] == "s" else "end_time_unix_nano"] = number
+        elif key == "attributes":
+            attributes = _simple_attributes(value)
+            if attributes is None:
+                return None
+            kwargs["attributes"] = attributes
+        elif key == "status":
+            if type(value) is not dict or not value.keys() <= {"code", "message"}:
+                return None
+            code = value.get("code", 0)
+            message = value.get("message", "")
+            if type(code) is not int or not 0 <= code <= 2 or type(message) is not str:
+                return None
+            kwargs["status"] = {"code": code, "message": message}
+        else:  # droppedAttributesCount, droppedEventsCount, droppedLinksCount, flags
+            number = _uint(value, _U32)
+            if number is None:
+                return None
+            kwargs[_SNAKE[key]] = number
+    return kwargs
+
+
+_SNAKE = {
+    "droppedAttributesCount": "dropped_attributes_count",
+    "droppedEventsCount": "dropped_events_count",
+    "droppedLinksCount": "dropped_links_count",
+    "flags": "flags",
+}
+
+
+def _parse_span_slowly(span: dict[str, Any], path: str, target: Message) -> None:
+    _fix_id(span, _TRACE_ID, path)
+    _fix_id(span, _SPAN_ID, path)
+    _fix_id(span, _PARENT_SPAN_ID, path)
+    for lpath, link in _items(span, ("links", "links"), path):
+        _fix_id(link, _TRACE_ID, lpath)
+        _fix_id(link, _SPAN_ID, lpath)
+    try:
+        json_format.ParseDict(span, target, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise OTLPJSONError(f"{path[:-1]}: {exc}") from None
+    except RecursionError:
+        raise OTLPJSONError(f"{path[:-1]}: nested too deeply") from None
 
 
 def parse_metrics_request(data: bytes | str | Mapping[str, Any]) -> ExportMetricsServiceRequest:
