@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # Modules whose import registers benchmarks; later benchmarks (analyzer throughput...) add here.
-MODULES: tuple[str, ...] = ("benchmarks.sdk_asgi",)
+MODULES: tuple[str, ...] = ("benchmarks.sdk_asgi", "benchmarks.analyzer_throughput")
 
 
 @dataclass(frozen=True)

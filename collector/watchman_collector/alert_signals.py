@@ -30,7 +30,8 @@ ALERT_FOR_SIGNAL: dict[str, str] = {
 """Which documented alert each detect signal raises."""
 
 # A down service and a lost instance are failures by definition, whatever their Health says.
-_ALWAYS_FAILING = frozenset({Signals.SERVICE_DOWN, Signals.UNREACHABLE, Signals.INSTANCES_DOWN})
+_DOWN = frozenset({Signals.SERVICE_DOWN, Signals.UNREACHABLE})
+_ALWAYS_FAILING = _DOWN | {Signals.INSTANCES_DOWN}
 
 
 def signals_for(detection: Detection, diagnosis: Diagnosis, rules: RuleSet) -> list[Signal]:
@@ -53,7 +54,12 @@ def signals_for(detection: Detection, diagnosis: Diagnosis, rules: RuleSet) -> l
 
 
 def _suspect_signals(suspect: Suspect, rules: RuleSet) -> Iterator[Signal]:
-    for evidence in suspect.evidence:
+    evidence_list = suspect.evidence
+    if any(e.signal in _DOWN for e in evidence_list):
+        # A down service fails every call by definition: ServiceDown says it all, and its
+        # callers' failed calls are not a separate HighErrorRate of its own.
+        evidence_list = tuple(e for e in evidence_list if e.signal in _DOWN)
+    for evidence in evidence_list:
         alertname = ALERT_FOR_SIGNAL.get(evidence.signal)
         if alertname is None:
             continue

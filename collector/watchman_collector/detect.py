@@ -330,7 +330,9 @@ class Detector:
             ev = self._judge_traffic(view, rates, policy)
             if ev is not None:
                 evidence.append(ev)
-        baseline.frozen = bool(evidence)
+        # Errors and latency freeze the baseline; a traffic level is allowed to become the new
+        # normal (a deploy, a migrated client), so a lasting traffic step stops being a drop.
+        baseline.frozen = any(e.signal != Signals.TRAFFIC_DROP for e in evidence)
         return _Judged(view=view, evidence=tuple(evidence), base_err=base_err, base_p95=base_p95)
 
     @staticmethod
@@ -460,9 +462,13 @@ class Detector:
         evidence = list(judged.evidence)
         view = judged.view
 
-        instances = list(node.instances.values())
         misses = policy.heartbeat_misses
-        up = [i for i in instances if now_ns - i.last_heartbeat_ns <= misses * i.interval_s * _NS]
+        known = list(node.instances.values())
+        up = [i for i in known if now_ns - i.last_heartbeat_ns <= misses * i.interval_s * _NS]
+        # An instance that went silent before another one started was replaced (a restart, a
+        # rolling deploy: new processes get new instance ids), not lost.
+        newest_start = max((i.first_seen_ns for i in up), default=0)
+        instances = [i for i in known if i in up or i.last_heartbeat_ns >= newest_start]
         if instances and not up:
             evidence.append(
                 Evidence(
@@ -504,28 +510,31 @@ class Detector:
                 )
             )
 
-        # A node that answers nothing itself (no fresh heartbeat, no server half of any call)
-        # while its callers' calls fail is down, whatever it reported before.
+        # Calls that failed with nobody answering (no server half) mean the service is gone,
+        # whatever its last heartbeat says: judged on the recent half of the window, this names
+        # a crash within seconds instead of waiting for heartbeats to be missed.
         reports = bool(up) or view.server_latency.count > 0
-        tried = sum(e.calls for e in inbound)
-        failed = sum(e.failed for e in inbound)
+        recent = node.served.window(
+            now_ns - int(policy.settle_s * _NS), max(policy.window_s / 2, node.served.bucket_s)
+        )
+        unanswered = recent.calls - recent.server_latency.count
         if (
             node.kind is NodeKind.SERVICE
-            and not reports
-            and tried >= policy.min_calls
-            and failed / tried >= 0.5
+            and recent.calls >= policy.min_calls
+            and unanswered >= 0.5 * recent.calls
+            and recent.failed >= 0.5 * recent.calls
             and not any(e.signal == Signals.SERVICE_DOWN for e in evidence)
         ):
             evidence.append(
                 Evidence(
                     signal=Signals.UNREACHABLE,
                     health=Health.DOWN,
-                    value=failed / tried,
+                    value=recent.failed / recent.calls,
                     baseline=None,
                     threshold=0.5,
                     onset_ns=_earliest([ev for e in inbound for ev in e.evidence]),
-                    detail=f"{failed}/{tried} calls from its callers failed and it reports "
-                    "nothing itself",
+                    detail=f"{recent.failed}/{recent.calls} calls from its callers failed and "
+                    f"{unanswered} got no answer at all",
                 )
             )
 

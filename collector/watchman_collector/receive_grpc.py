@@ -72,18 +72,17 @@ def _retry_metadata(message: str, retry_after_s: float) -> tuple[tuple[str, byte
     )
 
 
-def _parse_and_decode_traces(data: bytes) -> tuple[Batch, int]:
-    batch = decode_traces(ExportTraceServiceRequest.FromString(data))
-    return batch, len(batch.spans) + batch.rejected
+def _parse_and_decode_traces(data: bytes) -> Batch:
+    return decode_traces(ExportTraceServiceRequest.FromString(data))
 
 
-def _parse_and_decode_metrics(data: bytes) -> tuple[Batch, int]:
-    return decode_metrics(ExportMetricsServiceRequest.FromString(data)), 0
+def _parse_and_decode_metrics(data: bytes) -> Batch:
+    return decode_metrics(ExportMetricsServiceRequest.FromString(data))
 
 
-def _parse_logs(data: bytes) -> tuple[Batch, int]:
+def _parse_logs(data: bytes) -> Batch:
     ExportLogsServiceRequest.FromString(data)
-    return _EMPTY, 0
+    return _EMPTY
 
 
 class GRPCReceiver:
@@ -99,14 +98,14 @@ class GRPCReceiver:
         signal: str,
         data: bytes,
         context: grpc.aio.ServicerContext[Any, Any],
-        work: Callable[[bytes], tuple[Batch, int]],
+        work: Callable[[bytes], Batch],
     ) -> Batch:
         stats = self.stats
         try:
             if len(data) > OFFLOAD_BYTES:
-                batch, _ = await asyncio.to_thread(work, data)
+                batch = await asyncio.to_thread(work, data)
             else:
-                batch, _ = work(data)
+                batch = work(data)
         except DecodeError as exc:
             stats.record_rejected(TRANSPORT, signal, "malformed")
             await context.abort(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -49,7 +48,6 @@ from watchman_collector.records import Batch
 
 __all__ = ["OTLPHTTPReceiver", "make_otlp_http_app"]
 
-log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 ASGIMessage = MutableMapping[str, Any]
@@ -255,6 +253,8 @@ class OTLPHTTPReceiver:
                 batch, response = _decode(signal, encoding, body)
         except _Refusal as refusal:
             self.stats.record_rejected(TRANSPORT, signal, refusal.reason)
+            if refusal.reason == "disconnected":
+                return  # nobody is left to read an answer
             await _respond(
                 send,
                 refusal.status,

@@ -71,14 +71,14 @@ DEFAULT_RULES: dict[str, Any] = {
         "heartbeat_misses": 3,
     },
     "alerts": {
-        "ServiceDown": {"for": "1m", "severity": {"failing": "critical"}},
+        "ServiceDown": {"for": "30s", "severity": {"failing": "critical"}},
         "InstanceDown": {"for": "1m", "severity": {"failing": "warning"}},
         "HighErrorRate": {
-            "for": "2m",
+            "for": "30s",
             "severity": {"degraded": "warning", "failing": "critical"},
         },
-        "HighLatency": {"for": "5m", "severity": {"degraded": "warning", "failing": "critical"}},
-        "TrafficDrop": {"for": "5m", "severity": {"degraded": "info", "failing": "warning"}},
+        "HighLatency": {"for": "1m", "severity": {"degraded": "warning", "failing": "critical"}},
+        "TrafficDrop": {"for": "2m", "severity": {"failing": "warning"}},
         "Saturation": {"for": "5m", "severity": {"degraded": "warning", "failing": "critical"}},
         "CascadeRisk": {
             "for": "0s",

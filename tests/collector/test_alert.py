@@ -27,8 +27,8 @@ S = 1_000_000_000
 T0 = 1_800_000_000 * S  # 2027-01-15T08:00:00Z
 STEP = 15 * S  # the evaluation tick
 
-# HighErrorRate defaults: for 2m, keep_firing_for 1m.
-RULES = default_rules()
+# The state-machine tests pin their own timing: HighErrorRate for 2m, keep_firing_for 1m.
+RULES = parse_rules({"alerts": {"HighErrorRate": {"for": "2m", "keep_firing_for": "1m"}}})
 
 
 def error_signal(

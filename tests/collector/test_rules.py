@@ -79,7 +79,7 @@ def test_service_overrides_apply_only_to_that_service():
     assert rules.thresholds_for("checkout").error_ratio == Levels(0.001, 0.2)
     assert rules.thresholds_for("cart").error_ratio == Levels(0.001, 0.1)
     assert rules.rule_for("HighLatency", "checkout").for_s == 600
-    assert rules.rule_for("HighLatency", "cart").for_s == 300
+    assert rules.rule_for("HighLatency", "cart").for_s == 60
     assert not rules.rule_for("TrafficDrop", "checkout").enabled
     assert rules.recipients_for("critical", "checkout") == ("payments",)
     assert rules.recipients_for("critical", "cart") == ("oncall",)
