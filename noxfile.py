@@ -22,7 +22,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests_sdk(session: nox.Session) -> None:
-    """The SDK's tests with only the SDK installed: the analyzer's dependencies must stay optional."""
+    """The SDK's tests with only the SDK installed: the analyzer's dependencies stay optional."""
     session.install("-e", ".[test]")
     session.run("pytest", "tests/sdk", *session.posargs)
 

@@ -211,6 +211,7 @@ def _parse_urls(value: object) -> tuple[str, ...]:
             raise ValueError(f"expected http:// or https:// URLs, got {url!r}")
     return urls
 
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "otlp_grpc",

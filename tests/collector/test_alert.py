@@ -21,7 +21,7 @@ from watchman_collector.alert_output import (
     format_rfc3339,
     transition_line,
 )
-from watchman_collector.rules import Level, default_rules, parse_rules
+from watchman_collector.rules import Level, parse_rules
 
 S = 1_000_000_000
 T0 = 1_800_000_000 * S  # 2027-01-15T08:00:00Z
