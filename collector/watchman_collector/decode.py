@@ -9,6 +9,7 @@ bad data.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -87,7 +88,8 @@ def _number(value: AnyValue) -> int | None:
         except ValueError:
             return None
     if which == "double_value":
-        return int(value.double_value)
+        number = value.double_value
+        return int(number) if math.isfinite(number) else None
     return None
 
 
@@ -95,9 +97,13 @@ def _host_of(value: str, *, is_url: bool) -> tuple[str | None, int | None]:
     """Host and port of `http.host` ("host[:port]") or of a URL."""
     try:
         parts = urlsplit(value if is_url else "//" + value)
-        return parts.hostname or None, parts.port
     except ValueError:
         return None, None
+    try:
+        port = parts.port
+    except ValueError:  # out of range or not a number: keep the host anyway
+        port = None
+    return parts.hostname or None, port
 
 
 def _resource_names(attributes: Iterable[KeyValue]) -> tuple[str, str, str | None]:

@@ -36,7 +36,7 @@ class Limits:
 
     grpc_max_message_bytes: int = 4 * _MIB  # gRPC's own default receive limit
     http_max_body_bytes: int = 20 * _MIB  # the Collector's confighttp default
-    retry_after_s: int = 1
+    retry_after_s: float = 1.0  # the retry delay suggested on overload
 
 
 @dataclass(slots=True)

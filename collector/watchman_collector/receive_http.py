@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -274,7 +275,8 @@ class OTLPHTTPReceiver:
                 503,
                 _status_body(503, message, encoding, retry_after),
                 encoding,
-                (("retry-after", str(max(round(retry_after), 1))),),
+                # Retry-After takes whole seconds; round up so senders never come back early.
+                (("retry-after", str(math.ceil(retry_after))),),
             )
             return
         _fill_partial_success(response, batch)

@@ -53,7 +53,7 @@ def _pb_span(
         span_id=span_id.to_bytes(8, "big"),
         parent_span_id=parent,
         name="op",
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         start_time_unix_nano=1_000,
         end_time_unix_nano=3_000,
         attributes=[_kv(k.replace("__", "."), v) for k, v in attributes.items()],
@@ -318,3 +318,48 @@ def test_heartbeat_of_wrong_type_is_rejected() -> None:
     batch = decode_metrics(req)
     assert (batch.heartbeats, batch.rejected) == ([], 1)
     assert "must be a gauge" in batch.reason
+
+
+def test_odd_attribute_values_do_not_raise() -> None:
+    """Ports and status codes of odd types (inf, NaN, huge strings, bools) decode as None."""
+    odd = [
+        KeyValue(key="server.port", value=AnyValue(double_value=float("inf"))),
+        KeyValue(key="net.peer.port", value=AnyValue(double_value=float("nan"))),
+        KeyValue(key="http.response.status_code", value=AnyValue(string_value="9" * 5000)),
+        KeyValue(key="http.status_code", value=AnyValue(bool_value=True)),
+        KeyValue(key="url.full", value=AnyValue(string_value="http://[::1")),
+        KeyValue(key="http.host", value=AnyValue(string_value="h:99999999")),
+    ]
+    span = _pb_span(kind=PbSpan.SPAN_KIND_SERVER)
+    span.attributes.extend(odd)
+    record = _one(span)
+    assert (record.server_port, record.http_status, record.server_address) == (None, None, "h")
+
+
+def test_random_protobuf_never_raises_past_decode_error() -> None:
+    """Mutated request bytes either fail to parse (DecodeError) or decode without raising."""
+    import random
+
+    from google.protobuf.message import DecodeError
+
+    base = _request(
+        _pb_span(1, peer__service="p", server__port=80, http__status_code="500"),
+        _pb_span(2, kind=PbSpan.SPAN_KIND_SERVER, url__full="http://x:1/"),
+        service__name="svc",
+    ).SerializeToString()
+    rng = random.Random(7)
+    decoded = 0
+    for _ in range(500):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            req = ExportTraceServiceRequest.FromString(bytes(data))
+        except DecodeError:
+            continue
+        batch = decode_traces(req)
+        assert len(batch.spans) + batch.rejected == sum(
+            len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans
+        )
+        decoded += 1
+    assert decoded > 0

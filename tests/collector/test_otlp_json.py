@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -361,3 +362,73 @@ def test_slow_path_errors_name_the_span() -> None:
     doc = _request(_span(), _span(startTimeUnixNano="soon"))
     with pytest.raises(OTLPJSONError, match=r"^resourceSpans\[0\]\.scopeSpans\[0\]\.spans\[1\]: "):
         parse_trace_request(json.dumps(doc))
+
+
+def test_non_finite_doubles_follow_json_format() -> None:
+    """Bare NaN, Infinity and huge integers as doubles are judged as json_format judges them."""
+    for value in ("NaN", "Infinity", "1e400", str(10**400)):
+        line = json.dumps(_request(_span())).replace(
+            '"status"',
+            f'"attributes": [{{"key": "d", "value": {{"doubleValue": {value}}}}}], "status"',
+        )
+        try:
+            expected: ExportTraceServiceRequest | type[Exception] = _reference(json.loads(line))
+        except (json_format.ParseError, OverflowError):
+            expected = OTLPJSONError
+        if expected is OTLPJSONError:
+            with pytest.raises(OTLPJSONError):
+                parse_trace_request(line)
+        else:
+            assert parse_trace_request(line) == expected
+
+
+def test_mutated_json_only_raises_otlp_json_error() -> None:
+    """Randomly mutated documents parse or raise OTLPJSONError, never anything else."""
+    import random
+
+    base = dump_request(_sdk_request())
+    alphabet = '{}[]",:0123456789abcdefxyzE.-+ \\'
+    rng = random.Random(11)
+    parsed = 0
+    for _ in range(400):
+        chars = list(base)
+        for _ in range(rng.randint(1, 3)):
+            chars[rng.randrange(len(chars))] = rng.choice(alphabet)
+        try:
+            parse_trace_request("".join(chars))
+        except OTLPJSONError:
+            continue
+        parsed += 1
+    assert parsed > 0
+
+
+def _nodes(node: Any) -> list[tuple[Any, Any]]:
+    """(container, key) of every value in a loaded JSON document."""
+    out: list[tuple[Any, Any]] = []
+    keys = node.keys() if isinstance(node, dict) else range(len(node))
+    for key in keys:
+        out.append((node, key))
+        if isinstance(node[key], dict | list):
+            out.extend(_nodes(node[key]))
+    return out
+
+
+def test_values_of_the_wrong_type_only_raise_otlp_json_error() -> None:
+    """Any value swapped for another JSON type parses or raises OTLPJSONError."""
+    import random
+
+    base = dump_request(_sdk_request())
+    replacements: list[Any] = [None, True, -1, 2**70, 1.5, "", "zz", [], [1], {}, {"a": 1}]
+    rng = random.Random(5)
+    outcomes = set()
+    for _ in range(400):
+        doc = json.loads(base)
+        for _ in range(rng.randint(1, 2)):
+            container, key = rng.choice(_nodes(doc))
+            container[key] = copy.deepcopy(rng.choice(replacements))
+        try:
+            parse_trace_request(json.dumps(doc))
+            outcomes.add("parsed")
+        except OTLPJSONError:
+            outcomes.add("refused")
+    assert outcomes == {"parsed", "refused"}

@@ -62,7 +62,7 @@ class Receiver:
     stats: ReceiverStats
     channel: grpc.aio.Channel
 
-    def call(self, method: str, response: type) -> grpc.aio.UnaryUnaryMultiCallable:  # type: ignore[type-arg]
+    def call(self, method: str, response: type) -> grpc.aio.UnaryUnaryMultiCallable:
         return self.channel.unary_unary(method, response_deserializer=response.FromString)
 
 
@@ -247,3 +247,23 @@ async def test_address_in_use_raises() -> None:
             await start_grpc_server(f"127.0.0.1:{port}", Recorder(), stats, Limits())
     finally:
         await server.stop(None)
+
+
+@pytest.mark.asyncio
+async def test_fractional_retry_delay() -> None:
+    """A sub-second retry hint travels exactly in RetryInfo (seconds and nanos)."""
+    server, port = await start_grpc_server(
+        "127.0.0.1:0", Recorder(answers=[False]), ReceiverStats(), Limits(retry_after_s=0.25)
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary(
+                TRACES, response_deserializer=ExportTraceServiceResponse.FromString
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call(_trace_request(b"\x02" * 8))
+    finally:
+        await server.stop(None)
+    trailers = dict(info.value.trailing_metadata() or ())
+    retry = error_details_pb2.RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"])
+    assert (retry.retry_delay.seconds, retry.retry_delay.nanos) == (0, 250_000_000)
