@@ -22,7 +22,7 @@ slope, or now when errors already flow.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from watchman_collector.alert import Role
 from watchman_collector.detect import (
@@ -135,9 +135,20 @@ class CascadePredictor:
             if n.health > Health.HEALTHY and any(e.signal in _CAUSAL for e in n.evidence)
         }
         explained: dict[str, tuple[float, str | None]] = {
-            name: self._explanation(graph, detection, n, causal) for name, n in causal.items()
+            name: self._explanation(graph, detection, n) for name, n in causal.items()
         }
-        roots = {name for name, (share, via) in explained.items() if via is None}
+        # A callee can be implicated by its callers alone: their calls into it fail or slow
+        # down while its own series looks fine (a slow ramp its own baseline absorbed, or a
+        # peer that reports nothing). It is then judged by those unhealthy edges.
+        implicated = _implicated(
+            graph,
+            detection,
+            {via for _, via in explained.values() if via is not None} - set(causal),
+        )
+        for name in implicated:
+            explained[name] = (0.0, None)
+        judged: dict[str, NodeHealth] = {**causal, **implicated}
+        roots = {name for name, (_, via) in explained.items() if via is None}
 
         def attribute(name: str, seen: tuple[str, ...]) -> tuple[str, ...]:
             via = explained[name][1]
@@ -145,7 +156,7 @@ class CascadePredictor:
                 return (*seen, name)
             return attribute(via, (*seen, name))
 
-        paths = {name: attribute(name, ()) for name in causal}
+        paths = {name: attribute(name, ()) for name in judged}
         # A cycle of mutual explanations has no root below it: its deepest member is the root.
         for path in paths.values():
             if path[-1] not in roots:
@@ -156,14 +167,13 @@ class CascadePredictor:
         for name, path in paths.items():
             if name not in roots:
                 symptoms_of[path[-1]] = symptoms_of.get(path[-1], 0) + 1
-        total = max(len(causal), 1)
-        onsets = [n.onset_ns for n in causal.values() if n.onset_ns is not None]
+        total = max(len(judged), 1)
+        onsets = [n.onset_ns for n in judged.values() if n.onset_ns is not None]
         first_onset = min(onsets) if onsets else None
 
         suspects: list[Suspect] = []
-        for name, node in causal.items():
+        for name, node in judged.items():
             path = paths[name]
-            root = path[-1]
             severity = _SEVERITY[node.health]
             if name in roots:
                 # The more of the incident a root explains, and the earlier it started, the
@@ -182,7 +192,7 @@ class CascadePredictor:
                 Suspect(
                     service=name,
                     role=role,
-                    root_cause=name if role is Role.ROOT_CAUSE else root,
+                    root_cause=path[-1],
                     score=round(min(score, 1.0), 4),
                     health=node.health,
                     onset_ns=node.onset_ns,
@@ -192,26 +202,28 @@ class CascadePredictor:
                     exemplars=_exemplars(graph, name),
                 )
             )
-        # Nodes unhealthy only locally (saturation, some instances down) are listed, never blamed
-        # for others.
+        # Nodes unhealthy only locally (saturation, lost instances, a traffic drop) are never
+        # blamed for others. A traffic drop below a failing caller is that caller's symptom.
         for name, node in nodes.items():
-            if node.health > Health.HEALTHY and name not in causal:
-                suspects.append(
-                    Suspect(
-                        service=name,
-                        role=Role.ROOT_CAUSE,
-                        root_cause=name,
-                        score=round(0.2 * _SEVERITY[node.health], 4),
-                        health=node.health,
-                        onset_ns=node.onset_ns,
-                        evidence=node.evidence,
-                        path=(name,),
-                        explained=0.0,
-                        exemplars=_exemplars(graph, name),
-                    )
+            if node.health == Health.HEALTHY or name in judged:
+                continue
+            upstream = _upstream_root(graph, name, paths, roots)
+            suspects.append(
+                Suspect(
+                    service=name,
+                    role=Role.ROOT_CAUSE if upstream is None else Role.SYMPTOM,
+                    root_cause=upstream or name,
+                    score=round(0.2 * _SEVERITY[node.health], 4),
+                    health=node.health,
+                    onset_ns=node.onset_ns,
+                    evidence=node.evidence,
+                    path=(name,) if upstream is None else (name, upstream),
+                    explained=0.0,
+                    exemplars=_exemplars(graph, name),
                 )
+            )
         suspects.sort(key=lambda s: (-s.score, s.onset_ns or 0, s.service))
-        risks = self._predict(graph, detection, sorted(roots), causal)
+        risks = self._predict(graph, detection, sorted(roots), judged)
         return Diagnosis(now_ns=detection.now_ns, suspects=tuple(suspects), risks=risks)
 
     # -- root cause vs symptom ---------------------------------------------------------------
@@ -221,9 +233,8 @@ class CascadePredictor:
         graph: ServiceGraph,
         detection: Detection,
         node: NodeHealth,
-        causal: Mapping[str, NodeHealth],
     ) -> tuple[float, str | None]:
-        """How much of `node`'s anomaly its unhealthy callees carry, and the main one."""
+        """How much of `node`'s anomaly its unhealthy outgoing edges carry, and the main callee."""
         if any(e.signal in _DOWN for e in node.evidence):
             return 0.0, None
         bad: list[EdgeHealth] = []
@@ -231,35 +242,31 @@ class CascadePredictor:
             edge = detection.edges.get((node.service, callee))
             if edge is None or callee == node.service:
                 continue
-            if callee in causal and (
-                edge.health > Health.HEALTHY or causal[callee].health >= Health.FAILING
-            ):
+            callee_health = detection.nodes.get(callee)
+            callee_down = callee_health is not None and callee_health.health >= Health.FAILING
+            if callee_down or any(e.signal in _CAUSAL for e in edge.evidence):
                 bad.append(edge)
         if not bad:
             return 0.0, None
-        shares: list[float] = []
+        # Errors decide when the node has error evidence (the stronger signal); latency only
+        # otherwise. Extra latency on an edge counts once per call the node makes on it per
+        # request it serves, so retries and fan-out are accounted for.
+        carried: dict[str, float] = {}
         if node.has(Signals.ERROR_RATIO):
             base = node.baseline_error_ratio or 0.0
             excess = node.failed - node.calls * base
-            carried = {
-                e.server: max(e.failed - e.calls * (e.baseline_error_ratio or 0.0), 0.0)
-                for e in bad
-            }
-            shares.append(min(sum(carried.values()) / excess, 1.0) if excess > 0 else 1.0)
-        else:
-            carried = {}
-        if node.has(Signals.LATENCY) and node.p95_s is not None:
+            for e in bad:
+                carried[e.server] = max(e.failed - e.calls * (e.baseline_error_ratio or 0.0), 0.0)
+            share = min(sum(carried.values()) / excess, 1.0) if excess > 0 else 1.0
+        elif node.has(Signals.LATENCY) and node.p95_s is not None:
             extra = node.p95_s - (node.baseline_p95_s or 0.0)
-            slower = {
-                e.server: max((e.p95_s or 0.0) - (e.baseline_p95_s or e.p95_s or 0.0), 0.0)
-                for e in bad
-            }
-            shares.append(min(max(slower.values()) / extra, 1.0) if extra > 0 else 1.0)
-            for k, v in slower.items():
-                carried[k] = carried.get(k, 0.0) + v
-        if not shares:  # only a traffic drop or the like: not something callees explain
+            served = max(node.calls, 1)
+            for e in bad:
+                slower = max((e.p95_s or 0.0) - (e.baseline_p95_s or e.p95_s or 0.0), 0.0)
+                carried[e.server] = slower * max(e.calls / served, 1.0)
+            share = min(max(carried.values()) / extra, 1.0) if extra > 0 else 1.0
+        else:  # only a traffic drop or the like: not something callees explain
             return 0.0, None
-        share = min(shares)
         if share < self.explained_share:
             return share, None
         main = max(bad, key=lambda e: (carried.get(e.server, 0.0), e.failed, e.server))
@@ -364,6 +371,50 @@ class CascadePredictor:
             reason=reason,
             depth=depth,
         )
+
+
+def _implicated(
+    graph: ServiceGraph, detection: Detection, names: set[str]
+) -> dict[str, NodeHealth]:
+    """Verdicts for callees judged only through their callers' unhealthy edges into them."""
+    out: dict[str, NodeHealth] = {}
+    for name in sorted(names):
+        node = detection.nodes.get(name)
+        if node is None:
+            continue
+        edges = [
+            e
+            for c in graph.callers(name)
+            if (e := detection.edges.get((c, name))) is not None and e.health > Health.HEALTHY
+        ]
+        if not edges:
+            continue
+        evidence = tuple(ev for e in edges for ev in e.evidence if ev.signal in _CAUSAL)
+        onsets = [ev.onset_ns for ev in evidence if ev.onset_ns is not None]
+        out[name] = replace(
+            node,
+            health=max(e.health for e in edges),
+            evidence=evidence,
+            onset_ns=min(onsets) if onsets else None,
+        )
+    return out
+
+
+def _upstream_root(
+    graph: ServiceGraph, name: str, paths: Mapping[str, tuple[str, ...]], roots: set[str]
+) -> str | None:
+    """The root cause of the nearest unhealthy caller (up to four hops), if any."""
+    frontier, seen = [name], {name}
+    for _ in range(4):
+        callers = sorted({c for n in frontier for c in graph.callers(n)} - seen)
+        for caller in callers:
+            if caller in paths:
+                return paths[caller][-1]
+            if caller in roots:
+                return caller
+        seen.update(callers)
+        frontier = callers
+    return None
 
 
 def _failing_on_errors(node: NodeHealth | None) -> bool:

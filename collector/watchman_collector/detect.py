@@ -89,10 +89,11 @@ class DetectPolicy:
     heartbeat_misses: int = 3  # heartbeat intervals missed before an instance is down
     # Constants of the method.
     baseline_s: float = 600.0  # trailing healthy history the baseline learns from
-    settle_s: float = 5.0  # newest event time not judged yet: SDK batches arrive late
+    settle_s: float = 10.0  # newest event time not judged yet: SDK batches arrive late
     min_baseline_buckets: int = 6  # fewer healthy buckets learned: absolute floors only
     error_min_excess: float = 0.02  # above the baseline median, at least this much …
-    error_z: float = 4.0  # … and this many binomial standard errors
+    error_z: float = 4.0  # … and this many binomial standard errors, computed with …
+    error_noise_floor: float = 0.01  # … at least this ratio: 2 failures in 75 calls is noise
     latency_factor: float = 2.0  # the quantile at least this many times the baseline's …
     latency_failing_factor: float = 5.0
     latency_min_excess_s: float = 0.05  # … and at least 50 ms slower
@@ -349,7 +350,7 @@ class Detector:
         base = median(history) if history else 0.0
         # The binomial standard error of the window's ratio under the baseline's ratio: a jump
         # from 0.5 % to 3 % on 40 calls is noise, on 4,000 calls it is not.
-        p0 = min(max(base, 0.001), 0.999)
+        p0 = min(max(base, policy.error_noise_floor), 0.999)
         se = math.sqrt(p0 * (1 - p0) / view.calls)
         if history:
             _, sigma = _median_sigma(history)
