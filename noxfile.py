@@ -58,3 +58,10 @@ def bench(session: nox.Session) -> None:
     """
     session.install("-e", ".[collector,test]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def evaluate(session: nox.Session) -> None:
+    """Detection evaluation over simulated faults; `nox -s evaluate -- --quick` is the CI smoke."""
+    session.install("-e", ".[collector]")
+    session.run("python", "-m", "watchman_collector.sim.evaluate", *session.posargs)
