@@ -332,6 +332,8 @@ class CascadePredictor:
         self, graph: ServiceGraph, root: str, caller: NodeHealth, edge: EdgeHealth, depth: int
     ) -> Risk | None:
         policy = self.policy(caller.service)
+        if edge.baseline_error_ratio is None and edge.baseline_p95_s is None:
+            return None  # nothing learned about this edge yet (start-up): no prediction
         served = max(caller.calls, 1)
         share = min(edge.calls / served, 1.0) if caller.calls else 1.0
         # Failing now on this edge, above its own baseline.

@@ -333,7 +333,8 @@ class Detector:
                 evidence.append(ev)
         # Errors and latency freeze the baseline; a traffic level is allowed to become the new
         # normal (a deploy, a migrated client), so a lasting traffic step stops being a drop.
-        baseline.frozen = any(e.signal != Signals.TRAFFIC_DROP for e in evidence)
+        # Only a learned baseline freezes: one frozen at start-up would never learn at all.
+        baseline.frozen = learned and any(e.signal != Signals.TRAFFIC_DROP for e in evidence)
         return _Judged(view=view, evidence=tuple(evidence), base_err=base_err, base_p95=base_p95)
 
     @staticmethod
@@ -345,7 +346,10 @@ class Detector:
         eval_ns: int,
     ) -> Evidence | None:
         ratio = view.error_ratio
-        if ratio < policy.error_degraded:
+        # Without a learned baseline (start-up, a new service) only a failing ratio counts: a
+        # steady 3 % of timeouts may be this service's normal, which the baseline will tell.
+        floor = policy.error_degraded if history else policy.error_failing
+        if ratio < floor:
             return None
         base = median(history) if history else 0.0
         # The binomial standard error of the window's ratio under the baseline's ratio: a jump
