@@ -243,30 +243,37 @@ class CascadePredictor:
             if edge is None or callee == node.service:
                 continue
             callee_health = detection.nodes.get(callee)
-            callee_down = callee_health is not None and callee_health.health >= Health.FAILING
-            if callee_down or any(e.signal in _CAUSAL for e in edge.evidence):
+            callee_bad = callee_health is not None and any(
+                e.signal in _CAUSAL for e in callee_health.evidence
+            )
+            if callee_bad or any(e.signal in _CAUSAL for e in edge.evidence):
                 bad.append(edge)
         if not bad:
             return 0.0, None
-        # Errors decide when the node has error evidence (the stronger signal); latency only
-        # otherwise. Extra latency on an edge counts once per call the node makes on it per
-        # request it serves, so retries and fan-out are accounted for.
+        # Either kind of anomaly may be carried: failed calls on the edges, or extra latency on
+        # them — counted once per call the node makes on the edge per request it serves, so
+        # retries and fan-out are accounted for. A node whose "errors" are its callers timing
+        # out on it while it waits on a slow dependency is explained by that latency.
         carried: dict[str, float] = {}
+        shares: list[float] = []
         if node.has(Signals.ERROR_RATIO):
             base = node.baseline_error_ratio or 0.0
             excess = node.failed - node.calls * base
             for e in bad:
                 carried[e.server] = max(e.failed - e.calls * (e.baseline_error_ratio or 0.0), 0.0)
-            share = min(sum(carried.values()) / excess, 1.0) if excess > 0 else 1.0
-        elif node.has(Signals.LATENCY) and node.p95_s is not None:
+            shares.append(min(sum(carried.values()) / excess, 1.0) if excess > 0 else 1.0)
+        if node.has(Signals.LATENCY) and node.p95_s is not None:
             extra = node.p95_s - (node.baseline_p95_s or 0.0)
             served = max(node.calls, 1)
+            slower: dict[str, float] = {}
             for e in bad:
-                slower = max((e.p95_s or 0.0) - (e.baseline_p95_s or e.p95_s or 0.0), 0.0)
-                carried[e.server] = slower * max(e.calls / served, 1.0)
-            share = min(max(carried.values()) / extra, 1.0) if extra > 0 else 1.0
-        else:  # only a traffic drop or the like: not something callees explain
+                delta = max((e.p95_s or 0.0) - (e.baseline_p95_s or e.p95_s or 0.0), 0.0)
+                slower[e.server] = delta * max(e.calls / served, 1.0)
+                carried[e.server] = carried.get(e.server, 0.0) + slower[e.server]
+            shares.append(min(max(slower.values()) / extra, 1.0) if extra > 0 else 1.0)
+        if not shares:  # only a traffic drop or the like: not something callees explain
             return 0.0, None
+        share = max(shares)
         if share < self.explained_share:
             return share, None
         main = max(bad, key=lambda e: (carried.get(e.server, 0.0), e.failed, e.server))
