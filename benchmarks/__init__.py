@@ -26,7 +26,11 @@ __all__ = [
 ]
 
 # Modules whose import registers benchmarks; later benchmarks (analyzer throughput...) add here.
-MODULES: tuple[str, ...] = ("benchmarks.sdk_asgi", "benchmarks.analyzer_throughput")
+MODULES: tuple[str, ...] = (
+    "benchmarks.sdk_asgi",
+    "benchmarks.analyzer_throughput",
+    "benchmarks.detect_tick",
+)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ Input is realistic traffic: the simulator's `large` topology (34 services, HTTP,
 messaging spans with the attributes real instrumentations set), re-batched into export requests of
 1000 spans each, as a Collector's batch processor would forward them, and encoded once up front.
 
-- in-process: parse → decode → pair → graph as `Analyzer.process` runs them, on one core,
-  against the bare `ExportTraceServiceRequest.FromString` parse of the same bytes measured in the
-  same run; then each stage alone, to show where the time goes.
+- in-process: decode (from the request bytes, as the gRPC receiver does) → pair → graph as
+  `Analyzer.process` runs them, on one core, against the bare `ExportTraceServiceRequest.FromString`
+  parse of the same bytes measured in the same run; then each stage alone, to show where the time
+  goes. Medians of 5 runs (3 with `--quick`), a fresh analyzer each run.
 - end-to-end: the OTLP/gRPC receiver and the analyzer on one event loop in this process, the
   sender in a subprocess keeping a few requests in flight; against a bare gRPC server that only
   parses, fed by the same sender in the same run. Also the analyzer's CPU seconds (spans per
@@ -23,6 +24,7 @@ import asyncio
 import gc
 import importlib.util
 import os
+import statistics
 import struct
 import subprocess
 import sys
@@ -122,11 +124,11 @@ def _timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - began
 
 
-def _in_process(payloads: list[bytes]) -> tuple[list[Figure], float | None]:
-    """In-process figures, and RSS (MiB) right after the whole pipeline ran (None if skipped)."""
+def _in_process(payloads: list[bytes], runs: int) -> tuple[list[Figure], float | None]:
+    """In-process figures (medians of `runs`), and RSS (MiB) after the pipeline (None: skipped)."""
     parse = ExportTraceServiceRequest.FromString
     total = len(payloads) * SPANS_PER_REQUEST
-    parse_s = min(_timed(lambda: [parse(p) for p in payloads]) for _ in range(3))
+    parse_s = statistics.median(_timed(lambda: [parse(p) for p in payloads]) for _ in range(runs))
     figures = [
         Figure("bare protobuf parse, 1000-span requests", total / parse_s, "spans/s"),
     ]
@@ -136,24 +138,29 @@ def _in_process(payloads: list[bytes]) -> tuple[list[Figure], float | None]:
     if missing:
         print(f"note: in-process decode→pair→graph skipped, missing {', '.join(missing)}")
         return figures, None
-    from watchman_collector.decode import decode_traces
+    from watchman_collector.decode import decode_trace_bytes
     from watchman_collector.graph import ServiceGraph
     from watchman_collector.pair import SpanPairer
 
-    # What Analyzer.process does per batch, without the intake queue around it.
-    pairer, graph = SpanPairer(), ServiceGraph()
+    # What the gRPC receiver and Analyzer.process do per request (decode reads the bytes with
+    # its reduced schema), without the intake queue around them; a fresh analyzer each run.
+    whole_runs: list[float] = []
+    rss_mb = 0.0
+    for _ in range(runs):
+        pairer, graph = SpanPairer(), ServiceGraph()
 
-    def whole() -> None:
-        for payload in payloads:
-            calls = pairer.add(decode_traces(parse(payload)).spans)
-            if calls:
-                graph.add_calls(calls)
+        def whole(pairer: SpanPairer = pairer, graph: ServiceGraph = graph) -> None:
+            for payload in payloads:
+                calls = pairer.add(decode_trace_bytes(payload).spans)
+                if calls:
+                    graph.add_calls(calls)
 
-    whole_s = _timed(whole)
-    rss_mb = _rss_mb()  # before the per-stage runs below keep their own copies alive
+        whole_runs.append(_timed(whole))
+        rss_mb = max(rss_mb, _rss_mb())  # before the per-stage runs below keep their copies
+    whole_s = statistics.median(whole_runs)
     figures.append(
         Figure(
-            "in-process parse→decode→pair→graph",
+            "in-process decode→pair→graph (from bytes)",
             total / whole_s,
             "spans/s",
             baseline=total / parse_s,
@@ -163,21 +170,32 @@ def _in_process(payloads: list[bytes]) -> tuple[list[Figure], float | None]:
     )
 
     # Where the time goes: each stage alone, on a fresh analyzer, over the same input.
-    fresh_pairer, fresh_graph = SpanPairer(), ServiceGraph()
-    messages = [parse(p) for p in payloads]
-    batches: list[Any] = []
-    decode_s = _timed(lambda: batches.extend(decode_traces(m) for m in messages))
+    stage_runs: dict[str, list[float]] = {"decode": [], "pair": [], "graph": []}
     calls: list[Any] = []
+    for _ in range(runs):
+        fresh_pairer, fresh_graph = SpanPairer(), ServiceGraph()
+        batches: list[Any] = []
+        calls = []
 
-    def pair_all() -> None:
-        for batch in batches:
-            calls.extend(fresh_pairer.add(batch.spans))
+        def decode_all(b: list[Any] = batches) -> None:
+            b.extend(decode_trace_bytes(p) for p in payloads)
 
-    pair_s = _timed(pair_all)
-    graph_s = _timed(lambda: fresh_graph.add_calls(calls))
-    stages = {"parse": parse_s, "decode": decode_s, "pair": pair_s, "graph": graph_s}
+        stage_runs["decode"].append(_timed(decode_all))
+
+        def pair_all(b: list[Any] = batches, c: list[Any] = calls, pr: Any = fresh_pairer) -> None:
+            for batch in b:
+                c.extend(pr.add(batch.spans))
+
+        stage_runs["pair"].append(_timed(pair_all))
+
+        def graph_all(c: list[Any] = calls, g: Any = fresh_graph) -> None:
+            g.add_calls(c)
+
+        stage_runs["graph"].append(_timed(graph_all))
+    stages = {name: statistics.median(values) for name, values in stage_runs.items()}
     summed = sum(stages.values())
     for name, seconds in stages.items():
+        figures.append(Figure(f"  {name} alone", 1e6 * seconds / total, "µs/span", goal=None))
         figures.append(Figure(f"  time share: {name}", 100 * seconds / summed, "%", goal=None))
     figures.append(Figure("  calls paired per 1000 spans", 1000 * len(calls) / total, "calls"))
     return figures, rss_mb
@@ -378,7 +396,7 @@ def analyzer_throughput(quick: bool) -> list[Figure]:
     count = 20 if quick else 200
     payloads = build_requests(count)
     rss_input = _rss_mb()
-    figures, rss_after = _in_process(payloads)
+    figures, rss_after = _in_process(payloads, runs=3 if quick else 5)
     if rss_after is not None:
         figures.append(
             Figure(

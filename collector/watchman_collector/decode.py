@@ -1,24 +1,36 @@
 """The decode stage: OTLP protobuf export requests into the compact records later stages use.
 
-Decode is a pure function of one request. It reads only the fields pair and graph need, walking
-each span's attributes once and comparing keys against a small set, so no per-span dict of all
-attributes is ever built. A span with unusable ids (wrong length, all zero) is left out and counted
-in `Batch.rejected` with the first reason, for OTLP's `partial_success`; nothing here raises on
-bad data.
+Decode is a pure function of one request. It reads only the fields pair and graph need, looking
+up the few attribute keys it wants, so no Python object per attribute is ever built. A span with
+unusable ids (wrong length, all zero) is left out and counted in `Batch.rejected` with the first
+reason, for OTLP's `partial_success`; nothing here raises on bad data.
+
+Spans are read through a reduced schema of the trace request (`_LITE`): the same field numbers,
+only the fields decode uses, attributes as `map<string, bytes>` (the wire format of a repeated
+`KeyValue`) and the status as its encoded bytes. Walking every attribute as a protobuf object
+was most of decode's time (see docs/performance.md); fields decode never reads (events, scope,
+trace state) are skipped by the parser and not validated.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric, NumberDataPoint
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 from watchman_collector.records import Batch, Heartbeat, Span, SpanKind
 
@@ -26,6 +38,7 @@ __all__ = [
     "HEARTBEAT_METRIC",
     "UNKNOWN_SERVICE",
     "decode_metrics",
+    "decode_trace_bytes",
     "decode_traces",
 ]
 
@@ -35,29 +48,101 @@ UNKNOWN_SERVICE = "unknown_service"
 HEARTBEAT_METRIC = "watchman.heartbeat"
 
 _STATUS_ERROR = 2  # Status.StatusCode.STATUS_CODE_ERROR
+_ERROR_STATUS = b"\x18\x02"  # an encoded Status with only code = ERROR (field 3, varint)
 _KINDS = tuple(SpanKind)
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+_MISS: Any = object()  # not in a memo
 
-# Span attributes decode reads; everything else is skipped with one set lookup.
-_SPAN_KEYS = frozenset(
-    {
-        "peer.service",
-        "server.address",
-        "net.peer.name",
-        "http.host",
-        "url.full",
-        "http.url",
-        "server.port",
-        "net.peer.port",
-        "db.system.name",
-        "db.system",
-        "messaging.system",
-        "http.response.status_code",
-        "http.status_code",
-        "error.type",
-    }
+# -- the reduced trace schema ---------------------------------------------------------------------
+
+# (real message, its fields decode reads). Field numbers and types are copied from the installed
+# OTLP descriptors, so the reduced schema cannot drift from the real one.
+_LITE_FIELDS: tuple[tuple[Descriptor, tuple[str, ...]], ...] = (
+    (ExportTraceServiceRequest.DESCRIPTOR, ("resource_spans",)),
+    (ResourceSpans.DESCRIPTOR, ("resource", "scope_spans")),
+    (Resource.DESCRIPTOR, ("attributes",)),
+    (ScopeSpans.DESCRIPTOR, ("spans",)),
+    (
+        PbSpan.DESCRIPTOR,
+        (
+            "trace_id",
+            "span_id",
+            "parent_span_id",
+            "name",
+            "kind",
+            "start_time_unix_nano",
+            "end_time_unix_nano",
+            "attributes",
+            "links",
+            "status",
+        ),
+    ),
+    (PbSpan.Link.DESCRIPTOR, ("trace_id", "span_id")),
 )
+_LITE_PACKAGE = "watchman_collector.decode_lite"
+
+
+def _lite_name(descriptor: Descriptor) -> str:
+    return str(descriptor.full_name).replace(".", "_")
+
+
+def _build_lite_request() -> Any:
+    """The reduced `ExportTraceServiceRequest` class (see the module docstring)."""
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="watchman_collector/decode_lite.proto", package=_LITE_PACKAGE, syntax="proto3"
+    )
+    lite = {d.full_name for d, _ in _LITE_FIELDS}
+    for real, names in _LITE_FIELDS:
+        message = proto.message_type.add(name=_lite_name(real))
+        for name in names:
+            field = real.fields_by_name[name]
+            out = message.field.add(name=name, number=field.number, type=field.type)
+            out.label = (
+                descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+                if field.is_repeated
+                else descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+            )
+            if field.type == FieldDescriptor.TYPE_ENUM:
+                # An open proto3 enum is a varint on the wire: int32 reads it unchanged.
+                out.type = FieldDescriptor.TYPE_INT32
+            elif field.type == FieldDescriptor.TYPE_MESSAGE:
+                target = field.message_type
+                if target.full_name in lite:
+                    out.type_name = f".{_LITE_PACKAGE}.{_lite_name(target)}"
+                elif target.full_name == KeyValue.DESCRIPTOR.full_name:
+                    # `repeated KeyValue` has the wire format of `map<string, bytes>` (key = 1,
+                    # value = 2), so the parser builds a C-level map: decode looks the few keys
+                    # it wants up instead of walking every attribute as a Python object.
+                    entry = message.nested_type.add(name=f"{name.title()}Entry")
+                    entry.options.map_entry = True
+                    for part, part_type in (
+                        ("key", FieldDescriptor.TYPE_STRING),
+                        ("value", FieldDescriptor.TYPE_BYTES),
+                    ):
+                        entry.field.add(
+                            name=part,
+                            number=KeyValue.DESCRIPTOR.fields_by_name[part].number,
+                            type=part_type,
+                            label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+                        )
+                    out.type_name = f".{_LITE_PACKAGE}.{message.name}.{entry.name}"
+                else:
+                    # Status stays its encoded bytes: b"" for the usual unset status, and no
+                    # Python object per span to read its code.
+                    out.type = FieldDescriptor.TYPE_BYTES
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    root = pool.FindMessageTypeByName(
+        f"{_LITE_PACKAGE}.{_lite_name(ExportTraceServiceRequest.DESCRIPTOR)}"
+    )
+    return message_factory.GetMessageClass(root)
+
+
+_LITE: Any = _build_lite_request()
+
+_STRING_TAG = 0x0A  # AnyValue.string_value: field 1, length-delimited
+_INT_TAG = 0x18  # AnyValue.int_value: field 3, varint
 
 # Resource-side usage metrics attached to a heartbeat, and the Heartbeat field each fills.
 _USAGE_METRICS = {
@@ -67,6 +152,14 @@ _USAGE_METRICS = {
     "watchman.inflight_requests": "inflight",
 }
 _INT_FIELDS = frozenset({"memory_bytes", "threads", "inflight"})
+
+# Encoded AnyValue → its text / number, for recently read values. A memo of a pure function:
+# decode stays a function of its input. The same address, port and status recur in almost every
+# request. Cleared when full rather than kept LRU (cheaper per hit). Large requests are decoded
+# in worker threads too: each memo step is one dict operation, and a race only refills it early.
+_TEXTS: dict[bytes, str | None] = {}
+_NUMBERS: dict[bytes, int | None] = {}
+_MEMO_SIZE = 4096
 
 
 def _text(value: AnyValue) -> str | None:
@@ -93,6 +186,93 @@ def _number(value: AnyValue) -> int | None:
     return None
 
 
+def _varint_to_end(data: bytes, start: int) -> int | None:
+    """The varint filling `data[start:]` as a signed 64-bit int, None unless it fills it exactly."""
+    value = shift = 0
+    end = len(data) - 1
+    for i in range(start, min(end + 1, start + 10)):
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            if i != end:
+                return None
+            return value - (1 << 64) if value >= 1 << 63 else value
+        shift += 7
+    return None
+
+
+def _plain(value: bytes) -> str | int | AnyValue | None:
+    """An encoded AnyValue as a str or int when it is a short string or an integer, laid out as
+    every OTLP encoder writes it; else the parsed `AnyValue` (None if it does not parse)."""
+    try:
+        tag = value[0]
+        if tag == _STRING_TAG and value[1] < 0x80 and len(value) == value[1] + 2:
+            return value[2:].decode()
+        if tag == _INT_TAG:
+            number = _varint_to_end(value, 1)
+            if number is not None:
+                return number
+    except (IndexError, UnicodeDecodeError):
+        pass
+    try:
+        parsed: AnyValue = AnyValue.FromString(value)
+    except DecodeError:
+        return None
+    return parsed
+
+
+def _read_text(value: bytes, *, remember: bool = True) -> str | None:
+    """`_text` of an encoded AnyValue (an int is written in decimal; empty is None)."""
+    plain = _plain(value)
+    text: str | None
+    if isinstance(plain, str):
+        text = plain or None
+    elif isinstance(plain, int):
+        text = str(plain)
+    elif plain is None:
+        text = None
+    else:
+        text = _text(plain)
+    if remember:
+        if len(_TEXTS) >= _MEMO_SIZE:
+            _TEXTS.clear()
+        _TEXTS[value] = text
+    return text
+
+
+def _read_number(value: bytes) -> int | None:
+    """`_number` of an encoded AnyValue (numeric strings count; other types are None)."""
+    plain = _plain(value)
+    number: int | None
+    if isinstance(plain, int):
+        number = plain
+    elif isinstance(plain, str):
+        try:
+            number = int(plain)
+        except ValueError:
+            number = None
+    elif plain is None:
+        number = None
+    else:
+        number = _number(plain)
+    if len(_NUMBERS) >= _MEMO_SIZE:
+        _NUMBERS.clear()
+    _NUMBERS[value] = number
+    return number
+
+
+def _string_value(value: bytes | None) -> str:
+    """The AnyValue's `string_value` ("" for other types), as resource names are read."""
+    if not value:
+        return ""
+    plain = _plain(value)
+    if isinstance(plain, str):
+        return plain
+    if isinstance(plain, AnyValue) and plain.WhichOneof("value") == "string_value":
+        return str(plain.string_value)
+    return ""
+
+
 def _host_of(value: str, *, is_url: bool) -> tuple[str | None, int | None]:
     """Host and port of `http.host` ("host[:port]") or of a URL."""
     try:
@@ -106,7 +286,13 @@ def _host_of(value: str, *, is_url: bool) -> tuple[str | None, int | None]:
     return parts.hostname or None, port
 
 
-def _resource_names(attributes: Iterable[KeyValue]) -> tuple[str, str, str | None]:
+def _resource_names(attributes: Any) -> tuple[str, str]:
+    get = attributes.get
+    service = _string_value(get("service.name"))
+    return service or UNKNOWN_SERVICE, _string_value(get("service.instance.id"))
+
+
+def _metric_resource_names(attributes: Iterable[KeyValue]) -> tuple[str, str, str | None]:
     service = UNKNOWN_SERVICE
     instance = ""
     host: str | None = None
@@ -119,6 +305,39 @@ def _resource_names(attributes: Iterable[KeyValue]) -> tuple[str, str, str | Non
         elif key == "host.name":
             host = kv.value.string_value or None
     return service, instance, host
+
+
+def _status_code(status: bytes) -> int:
+    """`Status.code` of an encoded, non-empty Status (0 when it does not parse)."""
+    if status == _ERROR_STATUS:
+        return _STATUS_ERROR
+    try:
+        return int(Status.FromString(status).code)
+    except DecodeError:
+        return 0
+
+
+def _address_fallback(get: Any, port: int | None) -> tuple[str | None, int | None]:
+    """Server address (and port, if still unknown) from `http.host`, else from the URL."""
+    address: str | None = None
+    raw = get("http.host")
+    value = _read_text(raw) if raw is not None else None
+    if value is not None:
+        address, host_port = _host_of(value, is_url=False)
+        if port is None:
+            port = host_port
+    if address is None:
+        # One value per URL: kept out of the memo, which would only churn.
+        raw = get("url.full")
+        url = _read_text(raw, remember=False) if raw is not None else None
+        if url is None:
+            raw = get("http.url")
+            url = _read_text(raw, remember=False) if raw is not None else None
+        if url is not None:
+            address, host_port = _host_of(url, is_url=True)
+            if port is None:
+                port = host_port
+    return address, port
 
 
 def _id_problem(trace_id: bytes, span_id: bytes) -> str | None:
@@ -135,14 +354,30 @@ def _id_problem(trace_id: bytes, span_id: bytes) -> str | None:
 
 def decode_traces(req: ExportTraceServiceRequest) -> Batch:
     """The request's spans as `records.Span`s; spans with bad ids are counted in `rejected`."""
+    return decode_trace_bytes(req.SerializeToString())
+
+
+def decode_trace_bytes(data: bytes) -> Batch:
+    """`decode_traces` of an encoded `ExportTraceServiceRequest`, without parsing it fully first.
+
+    Raises `DecodeError` when the bytes are not a trace request. Bytes inside fields decode does
+    not read are not validated; a malformed attribute decode reads counts as absent.
+    """
+    return _decode(_LITE.FromString(data))
+
+
+def _decode(req: Any) -> Batch:  # one flat loop on the hot path
     spans: list[Span] = []
     rejected = 0
     reason = ""
     append = spans.append
-    wanted = _SPAN_KEYS
     kinds = _KINDS
+    unspecified = SpanKind.UNSPECIFIED
+    server_kind = SpanKind.SERVER
+    text = _TEXTS.get
+    number = _NUMBERS.get
     for r_index, rs in enumerate(req.resource_spans):
-        service, instance, _ = _resource_names(rs.resource.attributes)
+        service, instance = _resource_names(rs.resource.attributes)
         for ss in rs.scope_spans:
             for s_index, span in enumerate(ss.spans):
                 trace_id = span.trace_id
@@ -163,63 +398,73 @@ def decode_traces(req: ExportTraceServiceRequest) -> Batch:
                     # An unusable parent cannot be paired with; the span still counts as a root.
                     parent = b""
                 kind_value = span.kind
-                kind = kinds[kind_value] if 0 <= kind_value < 6 else SpanKind.UNSPECIFIED
+                kind = kinds[kind_value] if 0 <= kind_value < 6 else unspecified
 
-                peer_service = server_address = net_peer_name = http_host = url = None
-                server_port = net_peer_port = None
-                db_system_name = db_system = messaging_system = error_type = None
-                http_status = http_status_old = None
-                for kv in span.attributes:
-                    key = kv.key
-                    if key not in wanted:
-                        continue
-                    value = kv.value
-                    # `x.string_value or _text(x)`: the usual type is read directly; the helper
-                    # only runs for other types (and returns None for an empty value).
-                    if key == "peer.service":
-                        peer_service = value.string_value or _text(value)
-                    elif key == "server.address":
-                        server_address = value.string_value or _text(value)
-                    elif key == "net.peer.name":
-                        net_peer_name = value.string_value or _text(value)
-                    elif key == "http.host":
-                        http_host = value.string_value or _text(value)
-                    elif key in ("url.full", "http.url"):
-                        if url is None or key == "url.full":
-                            url = value.string_value or _text(value)
-                    elif key == "server.port":
-                        server_port = value.int_value or _number(value)
-                    elif key == "net.peer.port":
-                        net_peer_port = value.int_value or _number(value)
-                    elif key == "db.system.name":
-                        db_system_name = value.string_value or _text(value)
-                    elif key == "db.system":
-                        db_system = value.string_value or _text(value)
-                    elif key == "messaging.system":
-                        messaging_system = value.string_value or _text(value)
-                    elif key == "http.response.status_code":
-                        http_status = value.int_value or _number(value)
-                    elif key == "http.status_code":
-                        http_status_old = value.int_value or _number(value)
-                    else:  # error.type
-                        error_type = value.string_value or _text(value)
-
-                if server_port is None:
-                    server_port = net_peer_port
-                if server_address is None:
-                    server_address = net_peer_name
-                if server_address is None and http_host is not None:
-                    server_address, port = _host_of(http_host, is_url=False)
+                # A map lookup per wanted key (fallbacks only when the stable name is absent);
+                # each value is read from its encoded bytes once and then found in the memo.
+                attributes = span.attributes
+                peer_service = server_address = server_port = db_system = None
+                messaging_system = http_status = error_type = None
+                if attributes:
+                    get = attributes.get
+                    raw = get("peer.service")
+                    if raw is not None:
+                        peer_service = text(raw, _MISS)
+                        if peer_service is _MISS:
+                            peer_service = _read_text(raw)
+                    # The stable name wins; an older one is read when the stable one is
+                    # absent or unusable (empty, not a number), as docs/decode.md says.
+                    raw = get("server.port")
+                    if raw is not None:
+                        server_port = number(raw, _MISS)
+                        if server_port is _MISS:
+                            server_port = _read_number(raw)
                     if server_port is None:
-                        server_port = port
-                if server_address is None and url is not None:
-                    server_address, port = _host_of(url, is_url=True)
-                    if server_port is None:
-                        server_port = port
-                if http_status is None:
-                    http_status = http_status_old
-                failed = span.status.code == _STATUS_ERROR or (
-                    kind == SpanKind.SERVER and http_status is not None and http_status >= 500
+                        raw = get("net.peer.port")
+                        if raw is not None:
+                            server_port = _read_number(raw)
+                    raw = get("server.address")
+                    if raw is not None:
+                        server_address = text(raw, _MISS)
+                        if server_address is _MISS:
+                            server_address = _read_text(raw)
+                    if server_address is None:
+                        raw = get("net.peer.name")
+                        if raw is not None:
+                            server_address = _read_text(raw)
+                        if server_address is None:
+                            server_address, server_port = _address_fallback(get, server_port)
+                    raw = get("http.response.status_code")
+                    if raw is not None:
+                        http_status = number(raw, _MISS)
+                        if http_status is _MISS:
+                            http_status = _read_number(raw)
+                    if http_status is None:
+                        raw = get("http.status_code")
+                        if raw is not None:
+                            http_status = _read_number(raw)
+                    raw = get("db.system.name")
+                    if raw is not None:
+                        db_system = text(raw, _MISS)
+                        if db_system is _MISS:
+                            db_system = _read_text(raw)
+                    if db_system is None:
+                        raw = get("db.system")
+                        if raw is not None:
+                            db_system = _read_text(raw)
+                    raw = get("messaging.system")
+                    if raw is not None:
+                        messaging_system = text(raw, _MISS)
+                        if messaging_system is _MISS:
+                            messaging_system = _read_text(raw)
+                    raw = get("error.type")
+                    if raw is not None:
+                        error_type = text(raw, _MISS)
+                        if error_type is _MISS:
+                            error_type = _read_text(raw)
+                status = span.status
+                failed = (status and _status_code(status) == _STATUS_ERROR) or (
+                    kind is server_kind and http_status is not None and http_status >= 500
                 )
                 links: tuple[tuple[bytes, bytes], ...] = ()
                 if span.links:
@@ -243,7 +488,7 @@ def decode_traces(req: ExportTraceServiceRequest) -> Batch:
                         peer_service,
                         server_address,
                         server_port,
-                        db_system_name if db_system_name is not None else db_system,
+                        db_system,
                         messaging_system,
                         http_status,
                         error_type,
@@ -318,7 +563,7 @@ def decode_metrics(req: ExportMetricsServiceRequest) -> Batch:
                     usage_time[field] = point.time_unix_nano
         if not beats:
             continue
-        service, instance, host = _resource_names(rm.resource.attributes)
+        service, instance, host = _metric_resource_names(rm.resource.attributes)
         cpu = usage.get("cpu_utilization")
         ints = {f: int(v) for f, v in usage.items() if f in _INT_FIELDS}
         for point in beats:

@@ -184,13 +184,30 @@ class ServiceGraph:
     def add_calls(self, calls: Iterable[Call]) -> None:
         """Count calls on their edge and on the node that served them, in event time."""
         edges = self._edges
+        nodes = self._nodes
         lateness = self.allowed_lateness_s
+        rank = _KIND_RANK
+        now = self.watermark_ns
+        # One pass per call on the hot path: node lookups and the exemplar test are inlined,
+        # builtins (max/min) are comparisons; see docs/performance.md.
         for call in calls:
             t = call.time_ns
-            self.watermark_ns = max(self.watermark_ns, t)
-            now = self.watermark_ns
-            client = self._node_for(call.client, call.client_kind, t)
-            server = self._node_for(call.server, call.server_kind, t)
+            if t > now:
+                now = self.watermark_ns = t
+            client = nodes.get(call.client)
+            if client is None or rank[call.client_kind] > rank[client.kind]:
+                client = self._node_for(call.client, call.client_kind, t)
+            elif t > client.last_seen_ns:
+                client.last_seen_ns = t
+            elif t < client.first_seen_ns:
+                client.first_seen_ns = t
+            server = nodes.get(call.server)
+            if server is None or rank[call.server_kind] > rank[server.kind]:
+                server = self._node_for(call.server, call.server_kind, t)
+            elif t > server.last_seen_ns:
+                server.last_seen_ns = t
+            elif t < server.first_seen_ns:
+                server.first_seen_ns = t
             edge = edges.get((client.name, server.name))
             if edge is None:
                 edge = self._new_edge(client.name, server.name, call.connection_type, t)
@@ -199,7 +216,8 @@ class ServiceGraph:
                 and call.connection_type is not ConnectionType.VIRTUAL_NODE
             ):
                 edge.connection_type = call.connection_type
-            edge.last_seen_ns = max(edge.last_seen_ns, t)
+            if t > edge.last_seen_ns:  # noqa: PLR1730  # hot path: no max() call
+                edge.last_seen_ns = t
             failed = call.failed
             client_s = call.client_latency_s
             server_s = call.server_latency_s
@@ -210,10 +228,28 @@ class ServiceGraph:
             server.served.add(t, failed, client_s, server_s, now, lateness)
             if server_s is None:  # the callee never answered as far as anyone reported
                 edge.unpaired += 1
-            latency = server_s if server_s is not None else client_s
-            if latency is not None:
-                edge.exemplars.offer(call.trace_id, t, latency, failed)
-                server.exemplars.offer(call.trace_id, t, latency, failed)
+                latency = client_s
+                if latency is None:
+                    continue
+            else:
+                latency = server_s
+            # Exemplars.offer keeps failed calls and the slowest few: most calls are neither.
+            exemplars = edge.exemplars
+            slowest = exemplars.slowest
+            if (
+                failed
+                or len(slowest) < exemplars.capacity
+                or (slowest and latency > slowest[-1][2])
+            ):
+                exemplars.offer(call.trace_id, t, latency, failed)
+            exemplars = server.exemplars
+            slowest = exemplars.slowest
+            if (
+                failed
+                or len(slowest) < exemplars.capacity
+                or (slowest and latency > slowest[-1][2])
+            ):
+                exemplars.offer(call.trace_id, t, latency, failed)
 
     def add_heartbeats(self, hbs: Iterable[Heartbeat]) -> None:
         """Record instances' liveness and usage; a service with only heartbeats is a node too."""

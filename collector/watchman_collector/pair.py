@@ -33,10 +33,24 @@ _CLIENT, _SERVER, _PRODUCER, _CONSUMER = (
     SpanKind.CONSUMER,
 )
 _CALLER_KINDS = frozenset((SpanKind.CLIENT, SpanKind.PRODUCER))
+# `error.type` values of the HTTP clients' instrumentations for a connection that never reached
+# a server (httpx, requests, urllib3, aiohttp, the standard library).
+_NEVER_ANSWERED = frozenset(
+    {
+        "ConnectError",
+        "ConnectTimeout",
+        "ConnectionError",
+        "ConnectionRefusedError",
+        "NewConnectionError",
+        "ClientConnectorError",
+    }
+)
+_KIND_NUMBER = {kind: int(kind) for kind in SpanKind}
 _DIRECT = ConnectionType.DIRECT
 _VIRTUAL = ConnectionType.VIRTUAL_NODE
 _MESSAGING = ConnectionType.MESSAGING_SYSTEM
 _DATABASE = ConnectionType.DATABASE
+_SERVICE = NodeKind.SERVICE
 
 
 def _error_type(client: Span, server: Span) -> str | None:
@@ -100,7 +114,7 @@ class SpanPairer:
         self._pending: OrderedDict[bytes, _Half] = OrderedDict()
         # Recently seen spans: the dedupe set, and each span's service and kind, so a child can
         # tell whether its parent was in another service.
-        self._seen: OrderedDict[bytes, tuple[str, SpanKind]] = OrderedDict()
+        self._seen: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
         self._addresses: OrderedDict[str, str] = OrderedDict()
         self._services: OrderedDict[str, None] = OrderedDict()
         self._watermark = 0
@@ -129,75 +143,100 @@ class SpanPairer:
                 return found
         return self._addresses.get(address)
 
-    def add(self, spans: Iterable[Span]) -> list[Call]:
+    def add(self, spans: Iterable[Span]) -> list[Call]:  # hot loop
         """Take spans in; return the calls that are complete now."""
         out: list[Call] = []
         seen = self._seen
         pending = self._pending
         services = self._services
+        dedupe_capacity = self.dedupe_capacity
+        watermark = self._watermark
+        # Locals and inlined common cases: this loop runs once per span (see docs/performance.md).
         for span in spans:
             trace_id = span.trace_id
             key = trace_id + span.span_id
             if key in seen:
                 self._duplicates += 1
                 continue
-            seen[key] = (span.service, span.kind)
-            if len(seen) > self.dedupe_capacity:
+            service = span.service
+            kind = span.kind
+            # A plain int, not the SpanKind member: a tuple of only str and int is untracked by
+            # the garbage collector, so 200k remembered spans are not rescanned by every full
+            # collection (measured: most of pair's time with the collector on).
+            seen[key] = (service, _KIND_NUMBER[kind])
+            if len(seen) > dedupe_capacity:
                 seen.popitem(last=False)
-            if span.service not in services:
-                services[span.service] = None
+            if service not in services:
+                services[service] = None
                 if len(services) > _MAX_SERVICES:
                     services.popitem(last=False)
-            self._watermark = max(self._watermark, span.end_ns)
-            kind = span.kind
+            if span.end_ns > watermark:
+                watermark = self._watermark = span.end_ns
 
-            if kind in _CALLER_KINDS:
+            if kind is _CLIENT or kind is _PRODUCER:
                 if kind is _CLIENT and span.db_system:
                     out.append(self._database_call(span))
+                    continue
+                if span.failed and span.error_type in _NEVER_ANSWERED:
+                    # The connection failed: no server half will ever come, so the call counts
+                    # now instead of after the TTL (a crashed callee is named seconds sooner).
+                    self._lone_call(_Half(watermark, span, None, weak=False), out)
                     continue
                 waiting = pending.get(key)
                 if waiting is not None and waiting.server is not None:
                     child = waiting.server
-                    if not waiting.weak or child.service != span.service:
+                    if not waiting.weak or child.service != service:
                         del pending[key]
                         out.append(self._paired_call(span, child))
                         continue
-                self._store(key, _Half(self._watermark, span, None, weak=False), out)
+                self._store(key, _Half(watermark, span, None, weak=False), out)
                 continue
 
             # A span of any other kind may be the parent of a child that came first.
-            waiting = pending.get(key)
-            if waiting is not None and waiting.server is not None and waiting.client is None:
-                del pending[key]
-                child = waiting.server
-                if child.service != span.service or not waiting.weak:
-                    out.append(self._call(span.service, span.instance, child))
+            if pending:
+                waiting = pending.get(key)
+                if waiting is not None and waiting.server is not None and waiting.client is None:
+                    del pending[key]
+                    child = waiting.server
+                    if child.service != service or not waiting.weak:
+                        out.append(self._call(service, span.instance, child))
 
             parent = span.parent_span_id
             if kind is _SERVER or kind is _CONSUMER:
-                keys = [trace_id + parent] if parent else []
-                if kind is _CONSUMER:
+                if kind is _SERVER:
+                    if not parent:
+                        out.append(self._root_call(span))
+                        continue
+                    parent_key = trace_id + parent
+                    waiting = pending.get(parent_key)
+                    if waiting is not None and waiting.client is not None:
+                        del pending[parent_key]
+                        out.append(self._paired_call(waiting.client, span))
+                        continue
+                    keys = [parent_key]
+                else:
+                    keys = [trace_id + parent] if parent else []
                     keys.extend(t + s for t, s in span.links)
-                if not keys:
-                    out.append(self._root_call(span))
-                    continue
+                    if not keys:
+                        out.append(self._root_call(span))
+                        continue
                 if self._match_callee(span, keys, out):
                     continue
-                self._store(keys[0], _Half(self._watermark, None, span, weak=False), out)
+                self._store(keys[0], _Half(watermark, None, span, weak=False), out)
             elif parent:
                 parent_key = trace_id + parent
                 known = seen.get(parent_key)
                 if known is None:
                     if parent_key not in pending:
-                        self._store(parent_key, _Half(self._watermark, None, span, weak=True), out)
+                        self._store(parent_key, _Half(watermark, None, span, weak=True), out)
                     continue
                 waiting = pending.get(parent_key)
                 if waiting is not None and waiting.client is not None:
                     # Child of a CLIENT/PRODUCER span: the callee's server side is not marked.
-                    if waiting.client.service != span.service:
+                    if waiting.client.service != service:
                         del pending[parent_key]
                         out.append(self._paired_call(waiting.client, span))
-                elif known[0] != span.service and known[1] not in _CALLER_KINDS:
+                elif known[0] != service and known[1] not in _CALLER_KINDS:
                     out.append(self._call(known[0], "", span))
         return out
 
@@ -231,8 +270,9 @@ class SpanPairer:
 
     def _store(self, key: bytes, half: _Half, out: list[Call]) -> None:
         pending = self._pending
+        if key in pending:  # a new key is appended last already: no move for it
+            pending.move_to_end(key)
         pending[key] = half
-        pending.move_to_end(key)
         while len(pending) > self.max_pending:
             _, oldest = pending.popitem(last=False)
             if not oldest.weak:
@@ -257,22 +297,28 @@ class SpanPairer:
 
     def _paired_call(self, client: Span, server: Span) -> Call:
         self._paired += 1
-        if client.server_address and client.service != server.service:
-            self._learn(client.server_address, client.server_port, server.service)
-        messaging = client.kind is _PRODUCER or server.kind is _CONSUMER
-        failed = client.failed or server.failed
+        address = client.server_address
+        client_service = client.service
+        server_service = server.service
+        if address and client_service != server_service:
+            self._learn(address, client.server_port, server_service)
+        client_failed = client.failed
+        server_failed = server.failed
+        # Positional: keyword arguments cost measurably on a call made per paired span.
         return Call(
-            client=client.service,
-            server=server.service,
-            connection_type=_MESSAGING if messaging else _DIRECT,
-            time_ns=client.start_ns,
-            client_latency_s=client.duration_s,
-            server_latency_s=server.duration_s,
-            failed=failed,
-            trace_id=client.trace_id,
-            client_instance=client.instance,
-            server_instance=server.instance,
-            error_type=_error_type(client, server),
+            client_service,
+            server_service,
+            _MESSAGING if client.kind is _PRODUCER or server.kind is _CONSUMER else _DIRECT,
+            client.start_ns,
+            client.duration_s,
+            server.duration_s,
+            client_failed or server_failed,
+            client.trace_id,
+            _SERVICE,
+            _SERVICE,
+            client.instance,
+            server.instance,
+            _error_type(client, server) if client_failed or server_failed else None,
         )
 
     def _call(self, client: str, client_instance: str, child: Span) -> Call:
@@ -330,18 +376,21 @@ class SpanPairer:
         # One span is all a database call has: its duration is both sides' latency, as the
         # servicegraph connector does, so server-side histograms of database edges are filled.
         latency = span.duration_s
+        failed = span.failed
         return Call(
-            client=span.service,
-            server=name,
-            connection_type=_DATABASE,
-            time_ns=span.start_ns,
-            client_latency_s=latency,
-            server_latency_s=latency,
-            failed=span.failed,
-            trace_id=span.trace_id,
-            server_kind=NodeKind.DATABASE,
-            client_instance=span.instance,
-            error_type=span.error_type if span.failed else None,
+            span.service,
+            name,
+            _DATABASE,
+            span.start_ns,
+            latency,
+            latency,
+            failed,
+            span.trace_id,
+            _SERVICE,
+            NodeKind.DATABASE,
+            span.instance,
+            "",
+            span.error_type if failed else None,
         )
 
     def _lone_call(self, half: _Half, out: list[Call]) -> None:
@@ -401,7 +450,13 @@ class SpanPairer:
 
     def _learn(self, address: str, port: int | None, service: str) -> None:
         addresses = self._addresses
-        for key in (address, f"{address}:{port}") if port is not None else (address,):
+        # Every paired call teaches the same mapping again: only a new or changed one costs work.
+        port_key = f"{address}:{port}" if port is not None else None
+        if addresses.get(address) == service and (
+            port_key is None or addresses.get(port_key) == service
+        ):
+            return
+        for key in (address, port_key) if port_key is not None else (address,):
             addresses[key] = service
             addresses.move_to_end(key)
         while len(addresses) > _MAX_ADDRESSES:

@@ -30,11 +30,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
-from watchman_collector.decode import decode_metrics, decode_traces
+from watchman_collector.decode import decode_metrics, decode_trace_bytes
 from watchman_collector.intake import Limits, ReceiverStats, Sink, Transport
 from watchman_collector.records import Batch
 
@@ -73,7 +72,8 @@ def _retry_metadata(message: str, retry_after_s: float) -> tuple[tuple[str, byte
 
 
 def _parse_and_decode_traces(data: bytes) -> Batch:
-    return decode_traces(ExportTraceServiceRequest.FromString(data))
+    # Straight from the bytes: decode's reduced schema skips the full parse (docs/performance.md).
+    return decode_trace_bytes(data)
 
 
 def _parse_and_decode_metrics(data: bytes) -> Batch:

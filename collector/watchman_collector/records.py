@@ -1,8 +1,12 @@
 """Plain records passed between the analyzer's stages (decode → pair → graph → detect …).
 
-Every stage takes and returns these frozen, slotted dataclasses and nothing richer, so a stage can
-be tested by calling it with hand-built records. Times are integer nanoseconds since the Unix epoch
-(OTLP's own unit) and durations are float seconds (Prometheus's base unit).
+Every stage takes and returns these slotted dataclasses and nothing richer, so a stage can be
+tested by calling it with hand-built records. They are values: no stage changes one after making
+it. `Span` and `Call`, made once per span and per call on the hot path, are not `frozen`: a frozen
+dataclass's `__init__` sets each field through `object.__setattr__` (measured ≈ 2.0 µs for a
+`Span` against ≈ 0.23 µs); `unsafe_hash` keeps them hashable like the frozen ones. Times are
+integer nanoseconds since the Unix epoch (OTLP's own unit) and durations are float seconds
+(Prometheus's base unit).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class NodeKind(StrEnum):
     USER = "user"  # the outside world calling root SERVER spans
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Span:
     """The part of one OTLP span that later stages use.
 
@@ -80,7 +84,8 @@ class Span:
     @property
     def duration_s(self) -> float:
         """The span's duration in seconds, never negative."""
-        return max(self.end_ns - self.start_ns, 0) / 1e9
+        ns = self.end_ns - self.start_ns
+        return ns / 1e9 if ns > 0 else 0.0  # not max(): a builtin call per span is measurable
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +117,7 @@ class Batch:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Call:
     """One request from a client node to a server node, as pair made it from one or two spans."""
 

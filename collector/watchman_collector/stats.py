@@ -9,8 +9,9 @@ ever grow, which is what Prometheus counters and histograms need.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import add
 
 __all__ = ["LATENCY_BUCKETS_S", "Bucket", "Histogram", "RedSeries", "RedView"]
 
@@ -72,13 +73,12 @@ class Histogram:
             raise ValueError(msg)
         if not other.count:
             return
-        mine = self.counts
-        for i, n in enumerate(other.counts):
-            if n:
-                mine[i] += n
+        # map(add) runs in C: a Python loop over the 17 counts was most of a detection tick.
+        self.counts = list(map(add, self.counts, other.counts))
         self.count += other.count
         self.sum_s += other.sum_s
-        self.max_s = max(self.max_s, other.max_s)
+        if other.max_s > self.max_s:  # noqa: PLR1730  # per view per tick: no max() call
+            self.max_s = other.max_s
 
     def cumulative(self) -> list[int]:
         """Cumulative counts per bound, the last one (+Inf) equal to `count`."""
@@ -138,6 +138,23 @@ class Histogram:
         return f"Histogram(count={self.count}, sum_s={self.sum_s:.6g}, max_s={self.max_s:.6g})"
 
 
+def _summed(histograms: list[Histogram], bounds: tuple[float, ...]) -> Histogram:
+    """A new histogram holding the sum of `histograms` (all with `bounds`), added in order."""
+    out = Histogram(bounds)
+    counts: list[int] | None = None
+    for h in histograms:
+        if h.count:
+            # map(add) runs in C: a Python loop over the counts was most of a detection tick.
+            counts = h.counts[:] if counts is None else list(map(add, counts, h.counts))
+            out.count += h.count
+            out.sum_s += h.sum_s
+            if h.max_s > out.max_s:  # noqa: PLR1730  # per view per tick: no max() call
+                out.max_s = h.max_s
+    if counts is not None:
+        out.counts = counts
+    return out
+
+
 @dataclass(slots=True)
 class Bucket:
     """The calls of one series whose event time falls in `[start_ns, start_ns + bucket_s)`.
@@ -154,18 +171,78 @@ class Bucket:
     latency: Histogram = field(default_factory=Histogram)
 
 
-@dataclass(frozen=True, slots=True)
 class RedView:
-    """Rate, errors and duration of one series over the last `seconds` of event time."""
+    """Rate, errors and duration of one series over the last `seconds` of event time.
 
-    seconds: float
-    calls: int
-    failed: int
-    rate_per_s: float
-    error_ratio: float  # 0.0 when there were no calls
-    latency: Histogram  # per call: server side where seen, else client side
-    client_latency: Histogram
-    server_latency: Histogram
+    The three histograms are summed from the window's buckets when first read, not when the
+    view is made: detection makes several views per series every tick and reads most of them
+    for counts only. Read a view before adding calls to its series (one event loop does).
+    """
+
+    __slots__ = (
+        "_buckets",
+        "_client_latency",
+        "_latency",
+        "_server_latency",
+        "bounds",
+        "calls",
+        "error_ratio",
+        "failed",
+        "rate_per_s",
+        "seconds",
+    )
+
+    def __init__(  # noqa: PLR0917  # the former dataclass's fields, positional or by keyword
+        self,
+        seconds: float,
+        calls: int,
+        failed: int,
+        rate_per_s: float,
+        error_ratio: float,  # 0.0 when there were no calls
+        latency: Histogram | None = None,  # per call: server side where seen, else client side
+        client_latency: Histogram | None = None,
+        server_latency: Histogram | None = None,
+        *,
+        buckets: Sequence[Bucket] = (),
+        bounds: tuple[float, ...] = LATENCY_BUCKETS_S,
+    ) -> None:
+        self.seconds = seconds
+        self.calls = calls
+        self.failed = failed
+        self.rate_per_s = rate_per_s
+        self.error_ratio = error_ratio
+        self.bounds = bounds
+        self._buckets = buckets
+        self._latency = latency
+        self._client_latency = client_latency
+        self._server_latency = server_latency
+
+    @property
+    def latency(self) -> Histogram:
+        """Per call: the server-side latency where seen, else the client-side one."""
+        if self._latency is None:
+            self._latency = _summed([b.latency for b in self._buckets], self.bounds)
+        return self._latency
+
+    @property
+    def client_latency(self) -> Histogram:
+        """Client-side latency of the calls whose client half was seen."""
+        if self._client_latency is None:
+            self._client_latency = _summed([b.client for b in self._buckets], self.bounds)
+        return self._client_latency
+
+    @property
+    def server_latency(self) -> Histogram:
+        """Server-side latency of the calls whose server half was seen."""
+        if self._server_latency is None:
+            self._server_latency = _summed([b.server for b in self._buckets], self.bounds)
+        return self._server_latency
+
+    def __repr__(self) -> str:
+        return (
+            f"RedView(seconds={self.seconds}, calls={self.calls}, failed={self.failed}, "
+            f"rate_per_s={self.rate_per_s:.6g}, error_ratio={self.error_ratio:.6g})"
+        )
 
     @property
     def avg_s(self) -> float | None:
@@ -277,15 +354,36 @@ class RedSeries:
         if failed:
             bucket.failed += 1
             self.total_failed += 1
+        # Histogram.observe inlined, one bisect per value for all the histograms it lands in:
+        # this runs twice per call (edge and node), up to five histograms each.
         if client_latency_s is not None:
-            bucket.client.observe(client_latency_s)
-            self.total_client.observe(client_latency_s)
+            if client_latency_s < 0.0:  # noqa: PLR1730  # clock skew; hot path: no max()
+                client_latency_s = 0.0
+            i = bisect_left(self.bounds, client_latency_s)
+            for h in (
+                (bucket.client, self.total_client)
+                if server_latency_s is not None
+                else (
+                    bucket.client,
+                    self.total_client,
+                    bucket.latency,
+                )
+            ):
+                h.counts[i] += 1
+                h.count += 1
+                h.sum_s += client_latency_s
+                if client_latency_s > h.max_s:  # noqa: PLR1730  # hot path: no max() call
+                    h.max_s = client_latency_s
         if server_latency_s is not None:
-            bucket.server.observe(server_latency_s)
-            self.total_server.observe(server_latency_s)
-            bucket.latency.observe(server_latency_s)
-        elif client_latency_s is not None:
-            bucket.latency.observe(client_latency_s)
+            if server_latency_s < 0.0:  # noqa: PLR1730  # clock skew; hot path: no max()
+                server_latency_s = 0.0
+            i = bisect_left(self.bounds, server_latency_s)
+            for h in (bucket.server, self.total_server, bucket.latency):
+                h.counts[i] += 1
+                h.count += 1
+                h.sum_s += server_latency_s
+                if server_latency_s > h.max_s:  # noqa: PLR1730  # hot path: no max() call
+                    h.max_s = server_latency_s
         return True
 
     def prune(self, now_ns: int) -> None:
@@ -345,34 +443,28 @@ class RedSeries:
         """
         first, last = self._select(now_ns, seconds)
         bounds = self.bounds
-        client, server, latency = Histogram(bounds), Histogram(bounds), Histogram(bounds)
-        calls = failed = 0
         buckets = self._buckets
         # Iterate whichever is smaller: the window's index range or the stored buckets.
-        indices: Iterable[int] = (
-            range(first, last + 1) if last - first < len(buckets) else sorted(buckets)
-        )
-        for i in indices:
-            if i < first or i > last:
-                continue
-            b = buckets.get(i)
-            if b is None:
-                continue
+        if last - first < len(buckets):
+            get = buckets.get
+            present = [b for b in map(get, range(first, last + 1)) if b is not None]
+        else:
+            present = [buckets[i] for i in sorted(buckets) if first <= i <= last]
+        calls = failed = 0
+        for b in present:
             calls += b.calls
             failed += b.failed
-            client.merge(b.client)
-            server.merge(b.server)
-            latency.merge(b.latency)
-        covered_s = max((now_ns - first * self._bucket_ns) / _NS_PER_S, self.bucket_s)
+        covered_s = (now_ns - first * self._bucket_ns) / _NS_PER_S
+        if covered_s < self.bucket_s:  # noqa: PLR1730  # per view per tick: no max() call
+            covered_s = self.bucket_s
         return RedView(
             seconds=seconds,
             calls=calls,
             failed=failed,
             rate_per_s=calls / covered_s,
             error_ratio=failed / calls if calls else 0.0,
-            latency=latency,
-            client_latency=client,
-            server_latency=server,
+            buckets=present,
+            bounds=bounds,
         )
 
     @property

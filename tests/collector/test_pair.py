@@ -155,15 +155,15 @@ def test_unanswered_client_without_any_peer_attribute_is_counted_not_called():
 
 
 def test_calls_to_a_crashed_service_land_on_it_by_learned_address():
-    """After a paired call taught address → service, unanswered calls to it land on that service."""
+    """After a paired call taught address → service, refused calls land on it, without waiting."""
     pairer = SpanPairer()
     c, s = client_server(server_address="checkout", server_port=8080)
     pairer.add([c, s])
     assert pairer.service_for_address("checkout", 8080) == "checkout"
     lost = span("frontend", SpanKind.CLIENT, server_address="checkout", server_port=8080,
                 start=T0 + 5 * S, failed=True, error_type="ConnectionRefusedError")  # fmt: skip
-    pairer.add([lost])
-    (call,) = pairer.expire(T0 + 60 * S)
+    (call,) = pairer.add([lost])  # a refused connection is complete at once: no TTL wait
+    assert pairer.expire(T0 + 60 * S) == []
     assert (call.server, call.server_kind) == ("checkout", NodeKind.SERVICE)
     assert call.connection_type is ConnectionType.DIRECT
     assert call.failed
