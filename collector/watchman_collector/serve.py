@@ -9,8 +9,8 @@ stop the API, so a scrape during shutdown still answers.
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import logging
 import math
 import signal
