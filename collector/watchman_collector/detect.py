@@ -207,6 +207,9 @@ class Detection:
         return sorted(bad, key=lambda n: (-n.health, n.service))
 
 
+_Robust = tuple[float, float]  # (median, robust sigma)
+
+
 @dataclass(slots=True)
 class _BucketSummary:
     calls: int
@@ -222,6 +225,9 @@ class _Baseline:
     summaries: deque[_BucketSummary] = field(default_factory=deque)
     learned_until_ns: int = 0  # end of the newest bucket folded in
     frozen: bool = False
+    # (median, robust sigma) of error ratios and latency quantiles, and the median rate:
+    # recomputed only when a bucket was learned, not on every tick (the tick's hot spot).
+    _stats: tuple[_Robust | None, _Robust | None, float | None] | None = None
 
     def learn(
         self, buckets: Iterable[Bucket], bucket_ns: int, min_calls: int, quantile: float
@@ -234,6 +240,7 @@ class _Baseline:
             if self.frozen:
                 continue
             enough = b.calls >= max(1, min_calls // 3)
+            self._stats = None
             self.summaries.append(
                 _BucketSummary(
                     calls=b.calls,
@@ -244,14 +251,18 @@ class _Baseline:
             while len(self.summaries) > self.maxlen:
                 self.summaries.popleft()
 
-    def errors(self) -> list[float]:
-        return [s.error_ratio for s in self.summaries if s.error_ratio is not None]
-
-    def p95s(self) -> list[float]:
-        return [s.p95_s for s in self.summaries if s.p95_s is not None]
-
-    def rates(self, bucket_s: float) -> list[float]:
-        return [s.calls / bucket_s for s in self.summaries]
+    def stats(self, bucket_s: float) -> tuple[_Robust | None, _Robust | None, float | None]:
+        """Robust statistics of errors and latency, and the median rate (None: no data)."""
+        if self._stats is None:
+            errors = [s.error_ratio for s in self.summaries if s.error_ratio is not None]
+            p95s = [s.p95_s for s in self.summaries if s.p95_s is not None]
+            rates = [s.calls / bucket_s for s in self.summaries]
+            self._stats = (
+                _median_sigma(errors) if errors else None,
+                _median_sigma(p95s) if p95s else None,
+                median(rates) if rates else None,
+            )
+        return self._stats
 
 
 def _median_sigma(values: list[float]) -> tuple[float, float]:
@@ -313,34 +324,33 @@ class Detector:
             baseline.learn(history, bucket_ns, policy.min_calls, policy.latency_quantile)
 
         view = series.window(eval_ns, policy.window_s)
-        errors = baseline.errors()
-        p95s = baseline.p95s()
         learned = len(baseline.summaries) >= policy.min_baseline_buckets
-        base_err = median(errors) if errors and learned else None
-        base_p95 = median(p95s) if p95s and learned else None
+        err_stats, p95_stats, rate = baseline.stats(series.bucket_s) if learned else (None,) * 3
         evidence: list[Evidence] = []
         if view.calls >= policy.min_calls:
-            ev = self._judge_errors(view, errors if learned else [], policy, series, eval_ns)
+            ev = self._judge_errors(view, err_stats, policy, series, eval_ns)
             if ev is not None:
                 evidence.append(ev)
-            ev = self._judge_latency(view, p95s if learned else [], policy, series, eval_ns)
+            ev = self._judge_latency(view, p95_stats, policy, series, eval_ns)
             if ev is not None:
                 evidence.append(ev)
-        rates = baseline.rates(series.bucket_s)
-        if learned and rates:
-            ev = self._judge_traffic(view, rates, policy)
+        if rate is not None:
+            ev = self._judge_traffic(view, rate, policy)
             if ev is not None:
                 evidence.append(ev)
-        # Errors and latency freeze the baseline; a traffic level is allowed to become the new
-        # normal (a deploy, a migrated client), so a lasting traffic step stops being a drop.
         # Only a learned baseline freezes: one frozen at start-up would never learn at all.
         baseline.frozen = learned and any(e.signal != Signals.TRAFFIC_DROP for e in evidence)
-        return _Judged(view=view, evidence=tuple(evidence), base_err=base_err, base_p95=base_p95)
+        return _Judged(
+            view=view,
+            evidence=tuple(evidence),
+            base_err=err_stats[0] if err_stats else None,
+            base_p95=p95_stats[0] if p95_stats else None,
+        )
 
     @staticmethod
     def _judge_errors(
         view: RedView,
-        history: list[float],
+        history: _Robust | None,
         policy: DetectPolicy,
         series: RedSeries,
         eval_ns: int,
@@ -351,14 +361,13 @@ class Detector:
         floor = policy.error_degraded if history else policy.error_failing
         if ratio < floor:
             return None
-        base = median(history) if history else 0.0
+        base = history[0] if history else 0.0
         # The binomial standard error of the window's ratio under the baseline's ratio: a jump
         # from 0.5 % to 3 % on 40 calls is noise, on 4,000 calls it is not.
         p0 = min(max(base, policy.error_noise_floor), 0.999)
         se = math.sqrt(p0 * (1 - p0) / view.calls)
         if history:
-            _, sigma = _median_sigma(history)
-            se = max(se, sigma)
+            se = max(se, history[1])
         excess = ratio - base
         if excess < policy.error_min_excess or excess < policy.error_z * se:
             return None
@@ -381,7 +390,7 @@ class Detector:
     @staticmethod
     def _judge_latency(
         view: RedView,
-        history: list[float],
+        history: _Robust | None,
         policy: DetectPolicy,
         series: RedSeries,
         eval_ns: int,
@@ -390,7 +399,7 @@ class Detector:
         p95 = view.latency.quantile(q)
         if p95 is None or not history:
             return None
-        base, sigma = _median_sigma(history)
+        base, sigma = history
         threshold = max(
             policy.latency_degraded_s,
             base * policy.latency_factor,
@@ -418,8 +427,7 @@ class Detector:
         )
 
     @staticmethod
-    def _judge_traffic(view: RedView, rates: list[float], policy: DetectPolicy) -> Evidence | None:
-        base = median(rates)
+    def _judge_traffic(view: RedView, base: float, policy: DetectPolicy) -> Evidence | None:
         if base < policy.traffic_min_rate:
             return None
         drop = max(base - view.rate_per_s, 0.0) / base
