@@ -94,6 +94,7 @@ class DetectPolicy:
     error_min_excess: float = 0.02  # above the baseline median, at least this much …
     error_z: float = 4.0  # … and this many binomial standard errors, computed with …
     error_noise_floor: float = 0.01  # … at least this ratio: 2 failures in 75 calls is noise
+    error_min_failed: int = 5  # fewer failed calls in the window are never an error verdict
     latency_factor: float = 2.0  # the quantile at least this many times the baseline's …
     latency_failing_factor: float = 5.0
     latency_min_excess_s: float = 0.05  # … and at least 50 ms slower
@@ -359,7 +360,7 @@ class Detector:
         # Without a learned baseline (start-up, a new service) only a failing ratio counts: a
         # steady 3 % of timeouts may be this service's normal, which the baseline will tell.
         floor = policy.error_degraded if history else policy.error_failing
-        if ratio < floor:
+        if ratio < floor or view.failed < policy.error_min_failed:
             return None
         base = history[0] if history else 0.0
         # The binomial standard error of the window's ratio under the baseline's ratio: a jump

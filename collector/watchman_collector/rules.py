@@ -82,7 +82,7 @@ DEFAULT_RULES: dict[str, Any] = {
         "Saturation": {"for": "5m", "severity": {"degraded": "warning", "failing": "critical"}},
         "CascadeRisk": {
             "for": "0s",
-            "keep_firing_for": "2m",
+            "keep_firing_for": "1m",
             "severity": {"degraded": "warning", "failing": "critical"},
         },
     },

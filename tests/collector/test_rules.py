@@ -89,7 +89,7 @@ def test_defaults_block_retimes_alerts_without_their_own_timing():
     """`defaults:` sets the keep_firing_for of alerts that do not set one themselves."""
     rules = parse_rules({"defaults": {"for": "3m", "keep_firing_for": "5m"}})
     assert rules.rule_for("HighErrorRate", "x").keep_firing_for_s == 300
-    assert rules.rule_for("CascadeRisk", "x").keep_firing_for_s == 120
+    assert rules.rule_for("CascadeRisk", "x").keep_firing_for_s == 60
     assert rules.rule_for("NotDocumented", "x").for_s == 180
 
 
