@@ -9,12 +9,13 @@ and everything obtained earlier follows it.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
@@ -77,85 +78,60 @@ def build_sampler(name: str, ratio: float) -> Sampler:
     return roots[name]()
 
 
-def _otlp_span_exporter(export: SignalExport) -> SpanExporter:
+# (gRPC module, HTTP module, class) of the OTLP exporter of each signal.
+_OTLP_EXPORTERS = {
+    "traces": (
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        "OTLPSpanExporter",
+    ),
+    "metrics": (
+        "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+        "OTLPMetricExporter",
+    ),
+    "logs": (
+        "opentelemetry.exporter.otlp.proto.grpc._log_exporter",
+        "opentelemetry.exporter.otlp.proto.http._log_exporter",
+        "OTLPLogExporter",
+    ),
+}
+
+
+def _otlp_exporter(signal: str, export: SignalExport) -> Any:
+    """The official OTLP exporter of `signal`, imported only for the protocol in use."""
+    grpc_module, http_module, name = _OTLP_EXPORTERS[signal]
+    gzip = export.compression == "gzip"
     if export.protocol == "grpc":
         from grpc import Compression as GrpcCompression
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcSpanExporter,
-        )
 
-        return GrpcSpanExporter(
+        return getattr(importlib.import_module(grpc_module), name)(
             endpoint=export.endpoint,
             insecure=export.endpoint.startswith("http://"),
             headers=dict(export.headers),
             timeout=export.timeout,
-            compression=GrpcCompression.Gzip
-            if export.compression == "gzip"
-            else GrpcCompression.NoCompression,
+            compression=GrpcCompression.Gzip if gzip else GrpcCompression.NoCompression,
         )
     from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    return OTLPSpanExporter(
+    return getattr(importlib.import_module(http_module), name)(
         endpoint=export.endpoint,
         headers=dict(export.headers),
         timeout=export.timeout,
-        compression=Compression.Gzip if export.compression == "gzip" else Compression.NoCompression,
+        compression=Compression.Gzip if gzip else Compression.NoCompression,
     )
+
+
+def _otlp_span_exporter(export: SignalExport) -> SpanExporter:
+    return cast("SpanExporter", _otlp_exporter("traces", export))
 
 
 def _otlp_metric_exporter(export: SignalExport) -> MetricExporter:
-    if export.protocol == "grpc":
-        from grpc import Compression as GrpcCompression
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-            OTLPMetricExporter as GrpcMetricExporter,
-        )
-
-        return GrpcMetricExporter(
-            endpoint=export.endpoint,
-            insecure=export.endpoint.startswith("http://"),
-            headers=dict(export.headers),
-            timeout=export.timeout,
-            compression=GrpcCompression.Gzip
-            if export.compression == "gzip"
-            else GrpcCompression.NoCompression,
-        )
-    from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-    return OTLPMetricExporter(
-        endpoint=export.endpoint,
-        headers=dict(export.headers),
-        timeout=export.timeout,
-        compression=Compression.Gzip if export.compression == "gzip" else Compression.NoCompression,
-    )
+    return cast("MetricExporter", _otlp_exporter("metrics", export))
 
 
 def _otlp_log_exporter(export: SignalExport) -> LogRecordExporter:
-    if export.protocol == "grpc":
-        from grpc import Compression as GrpcCompression
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
-            OTLPLogExporter as GrpcLogExporter,
-        )
-
-        return GrpcLogExporter(
-            endpoint=export.endpoint,
-            insecure=export.endpoint.startswith("http://"),
-            headers=dict(export.headers),
-            timeout=export.timeout,
-            compression=GrpcCompression.Gzip
-            if export.compression == "gzip"
-            else GrpcCompression.NoCompression,
-        )
-    from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
-    return OTLPLogExporter(
-        endpoint=export.endpoint,
-        headers=dict(export.headers),
-        timeout=export.timeout,
-        compression=Compression.Gzip if export.compression == "gzip" else Compression.NoCompression,
-    )
+    return cast("LogRecordExporter", _otlp_exporter("logs", export))
 
 
 def run_with_deadline(tasks: Sequence[Callable[[], object]], timeout: float) -> bool:
