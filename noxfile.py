@@ -7,7 +7,7 @@ import os
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
+nox.options.sessions = ["lint", "typecheck", "docs", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = os.environ.get("WATCHMAN_NOX_PYTHON") or None  # None: the Python running nox
