@@ -413,25 +413,23 @@ class RedSeries:
         return (now_ns - int(seconds * _NS_PER_S)) // self._bucket_ns, now_ns // self._bucket_ns
 
     def buckets(self, now_ns: int, seconds: float) -> list[Bucket]:
-        """The buckets overlapping the last `seconds` to `now_ns`, oldest first, gaps as zeros."""
+        """The buckets overlapping the last `seconds` to `now_ns`, oldest first, gaps as zeros.
+
+        The buckets are the series' own: read them, do not change them. Gaps share one empty
+        histogram (an idle series would otherwise allocate three per missing bucket per read).
+        """
         first, last = self._select(now_ns, seconds)
         get = self._buckets.get
         bucket_ns = self._bucket_ns
+        empty: Histogram | None = None
         out: list[Bucket] = []
         for i in range(first, last + 1):
             b = get(i)
-            out.append(
-                b
-                if b is not None
-                else Bucket(
-                    i * bucket_ns,
-                    0,
-                    0,
-                    Histogram(self.bounds),
-                    Histogram(self.bounds),
-                    Histogram(self.bounds),
-                )
-            )
+            if b is None:
+                if empty is None:
+                    empty = Histogram(self.bounds)
+                b = Bucket(i * bucket_ns, 0, 0, empty, empty, empty)
+            out.append(b)
         return out
 
     def window(self, now_ns: int, seconds: float) -> RedView:
