@@ -248,7 +248,9 @@ class CascadePredictor:
             )
             if callee_bad or any(e.signal in _CAUSAL for e in edge.evidence):
                 bad.append(edge)
-        if not bad:
+        if not bad and not (
+            node.has(Signals.LATENCY) and _slower_edges(graph, detection, node.service, bad)
+        ):
             return 0.0, None
         # Either kind of anomaly may be carried: failed calls on the edges, or extra latency on
         # them — counted once per call the node makes on the edge per request it serves, so
@@ -266,7 +268,9 @@ class CascadePredictor:
             extra = node.p95_s - (node.baseline_p95_s or 0.0)
             served = max(node.calls, 1)
             slower: dict[str, float] = {}
-            for e in bad:
+            # Any callee that got slower may carry the latency, flagged or not: early in a
+            # gradual slowdown the callee's own test lags behind its callers' sum of waits.
+            for e in _slower_edges(graph, detection, node.service, bad):
                 delta = max((e.p95_s or 0.0) - (e.baseline_p95_s or e.p95_s or 0.0), 0.0)
                 slower[e.server] = delta * max(e.calls / served, 1.0)
                 carried[e.server] = carried.get(e.server, 0.0) + slower[e.server]
@@ -276,8 +280,8 @@ class CascadePredictor:
         share = max(shares)
         if share < self.explained_share:
             return share, None
-        main = max(bad, key=lambda e: (carried.get(e.server, 0.0), e.failed, e.server))
-        return share, main.server
+        main = max(carried, key=lambda k: (carried[k], k))
+        return share, main
 
     # -- cascade prediction ------------------------------------------------------------------
 
@@ -382,6 +386,20 @@ class CascadePredictor:
         )
 
 
+def _slower_edges(
+    graph: ServiceGraph, detection: Detection, name: str, bad: list[EdgeHealth]
+) -> list[EdgeHealth]:
+    """The unhealthy outgoing edges plus those clearly slower than their learned baseline."""
+    out = list(bad)
+    for callee in graph.callees(name):
+        e = detection.edges.get((name, callee))
+        if e is None or e in out or e.p95_s is None or e.baseline_p95_s is None:
+            continue
+        if e.p95_s >= 2 * e.baseline_p95_s and e.p95_s - e.baseline_p95_s >= 0.05:
+            out.append(e)
+    return out
+
+
 def _implicated(
     graph: ServiceGraph, detection: Detection, names: set[str]
 ) -> dict[str, NodeHealth]:
@@ -397,6 +415,36 @@ def _implicated(
             if (e := detection.edges.get((c, name))) is not None and e.health > Health.HEALTHY
         ]
         if not edges:
+            # Slower for its callers without a verdict of its own yet: judged on that latency.
+            slow = [
+                e
+                for c in graph.callers(name)
+                if (e := detection.edges.get((c, name))) is not None
+                and e.p95_s is not None
+                and e.baseline_p95_s is not None
+                and e.p95_s >= 2 * e.baseline_p95_s
+            ]
+            if not slow:
+                continue
+            worst = max(slow, key=lambda e: (e.p95_s or 0.0) / (e.baseline_p95_s or 1.0))
+            p95, base = worst.p95_s or 0.0, worst.baseline_p95_s or 0.0
+            out[name] = replace(
+                node,
+                health=Health.DEGRADED,
+                evidence=(
+                    Evidence(
+                        signal=Signals.LATENCY,
+                        health=Health.DEGRADED,
+                        value=p95,
+                        baseline=base,
+                        threshold=2 * base,
+                        onset_ns=None,
+                        detail=f"{worst.client} waits p95 {p95 * 1000:.0f}ms on it against a "
+                        f"baseline of {base * 1000:.0f}ms",
+                    ),
+                ),
+                onset_ns=None,
+            )
             continue
         evidence = tuple(ev for e in edges for ev in e.evidence if ev.signal in _CAUSAL)
         onsets = [ev.onset_ns for ev in evidence if ev.onset_ns is not None]
