@@ -248,9 +248,10 @@ class CascadePredictor:
             )
             if callee_bad or any(e.signal in _CAUSAL for e in edge.evidence):
                 bad.append(edge)
-        if not bad and not (
-            node.has(Signals.LATENCY) and _slower_edges(graph, detection, node.service, bad)
-        ):
+        slower_edges = (
+            _slower_edges(graph, detection, node.service, bad) if node.has(Signals.LATENCY) else []
+        )
+        if not bad and not slower_edges:
             return 0.0, None
         # Either kind of anomaly may be carried: failed calls on the edges, or extra latency on
         # them — counted once per call the node makes on the edge per request it serves, so
@@ -270,7 +271,7 @@ class CascadePredictor:
             slower: dict[str, float] = {}
             # Any callee that got slower may carry the latency, flagged or not: early in a
             # gradual slowdown the callee's own test lags behind its callers' sum of waits.
-            for e in _slower_edges(graph, detection, node.service, bad):
+            for e in slower_edges:
                 delta = max((e.p95_s or 0.0) - (e.baseline_p95_s or e.p95_s or 0.0), 0.0)
                 slower[e.server] = delta * max(e.calls / served, 1.0)
                 carried[e.server] = carried.get(e.server, 0.0) + slower[e.server]

@@ -33,11 +33,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
-from watchman_collector.decode import decode_metrics, decode_traces
+from watchman_collector.decode import decode_metrics, decode_trace_bytes, decode_traces
 from watchman_collector.intake import Limits, ReceiverStats, Sink, Transport
 from watchman_collector.otlp_json import (
     OTLPJSONError,
@@ -82,12 +81,14 @@ def _decode(signal: str, encoding: str, body: bytes) -> tuple[Batch, Message]:
     """Parse and decode one body; returns the batch and the (empty) response to fill."""
     try:
         if signal == "traces":
-            traces = (
-                ExportTraceServiceRequest.FromString(body)
+            # Protobuf goes straight from the bytes, as on gRPC: a full parse would only be
+            # serialised again for the reduced-schema decoder.
+            batch = (
+                decode_trace_bytes(body)
                 if encoding == PROTOBUF
-                else parse_trace_request(body)
+                else decode_traces(parse_trace_request(body))
             )
-            return decode_traces(traces), ExportTraceServiceResponse()
+            return batch, ExportTraceServiceResponse()
         if signal == "metrics":
             metrics = (
                 ExportMetricsServiceRequest.FromString(body)
