@@ -2,13 +2,21 @@
 
 A benchmark module registers a function with ``@benchmark("name")``; the function takes
 ``quick`` (a seconds-long smoke run for CI) and returns ``Figure`` rows. ``python -m benchmarks``
-runs them all, prints one table and writes JSON.
+runs them all, prints one table and writes JSON; ``--repeat 2`` runs the suite twice in a row and
+adds a table of each figure's ratio per run, to show the ratios are stable.
+
+A figure's ``goal`` is informative, never asserted (these machines are shared and noisy); its
+simple forms (``value >= 200k spans/s``, ``value <= 100 ms``, ``ratio <= 0.50``, ``<= 0.50``
+meaning the ratio) are read to print whether the goal was met in this run.
 """
 
 from __future__ import annotations
 
 import json
+import operator
+import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -20,16 +28,22 @@ __all__ = [
     "REGISTRY",
     "Figure",
     "benchmark",
+    "goal_met",
+    "render_repeats",
     "render_table",
     "run",
     "write_json",
 ]
 
-# Modules whose import registers benchmarks; later benchmarks (analyzer throughput...) add here.
+# Modules whose import registers benchmarks, in the order of the performance issue's figures.
 MODULES: tuple[str, ...] = (
-    "benchmarks.sdk_asgi",
-    "benchmarks.analyzer_throughput",
-    "benchmarks.detect_tick",
+    "benchmarks.analyzer_throughput",  # 1: in-process decode → pair → graph
+    "benchmarks.serve_load",  # 2, 3: OTLP/gRPC and OTLP/HTTP into `watchman serve`; steady 10k/s
+    "benchmarks.memory",  # 4: 2,000 services / 10,000 edges; the pairing store full
+    "benchmarks.detect_tick",  # 5: detect + cascade tick on 2,000 services
+    "benchmarks.replay_throughput",  # 6: replay of OTLP JSON lines
+    "benchmarks.sdk_asgi",  # 7: SDK added latency per ASGI request; collector down
+    "benchmarks.sdk_outbound",  # 7: SDK added latency per outbound `requests` call; exit
 )
 
 
@@ -50,8 +64,30 @@ class Figure:
             return None
         return self.value / self.baseline
 
+    @property
+    def met(self) -> bool | None:
+        """Whether this run met the goal; None without a goal in one of the simple forms."""
+        return goal_met(self.goal, self.value, self.ratio)
+
     def to_json(self) -> dict[str, object]:
-        return {**asdict(self), "ratio": self.ratio}
+        return {**asdict(self), "ratio": self.ratio, "met": self.met}
+
+
+_GOAL = re.compile(r"^\s*(value|ratio)?\s*(<=|>=)\s*([0-9]+(?:\.[0-9]+)?)\s*([kM]?)(?:\s.*)?$")
+_SCALE = {"": 1.0, "k": 1e3, "M": 1e6}
+_COMPARE = {"<=": operator.le, ">=": operator.ge}
+
+
+def goal_met(goal: str | None, value: float, ratio: float | None) -> bool | None:
+    """Read a goal such as ``value >= 200k spans/s`` or ``<= 0.50`` (the ratio) against a run."""
+    match = _GOAL.match(goal or "")
+    if match is None:
+        return None
+    subject, op, number, scale = match.groups()
+    measured = ratio if subject in {None, "ratio"} else value
+    if measured is None:
+        return None
+    return bool(_COMPARE[op](measured, float(number) * _SCALE[scale]))
 
 
 Benchmark = Callable[[bool], list[Figure]]
@@ -96,7 +132,8 @@ def render_table(figures: list[Figure]) -> str:
             baseline += f" ({figure.baseline_name})"
         ratio = f"{figure.ratio:.2f}" if figure.ratio is not None else "–"
         if figure.goal:
-            ratio += f"  [goal {figure.goal}]"
+            verdict = {True: "met", False: "NOT met", None: "see text"}[figure.met]
+            ratio += f"  [goal {figure.goal}: {verdict}]"
         rows.append((figure.name, _number(figure.value, figure.unit), baseline, ratio))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
@@ -107,14 +144,43 @@ def render_table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
-def write_json(figures: list[Figure], path: Path, *, quick: bool) -> None:
-    """Write the figures with the run's context (time, Python, machine) to ``path``."""
+def render_repeats(runs: list[list[Figure]]) -> str:
+    """Each figure's value and ratio per run, side by side (figures with a ratio or a goal)."""
+    header = ["figure"]
+    for i in range(len(runs)):
+        header += [f"value run {i + 1}", f"ratio run {i + 1}"]
+    rows = [header]
+    for position, first in enumerate(runs[0]):
+        if first.ratio is None and first.goal is None:
+            continue
+        row = [first.name]
+        for figures in runs:
+            same = figures[position] if position < len(figures) else None
+            if same is None or same.name != first.name:
+                row += ["–", "–"]
+                continue
+            row.append(_number(same.value, same.unit))
+            row.append(f"{same.ratio:.2f}" if same.ratio is not None else "–")
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def write_json(runs: list[list[Figure]], path: Path, *, quick: bool) -> None:
+    """Write each run's figures with the context (time, Python, machine) to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quick": quick,
         "python": sys.version.split()[0],
         "machine": platform.machine(),
-        "figures": [figure.to_json() for figure in figures],
+        "cpus": os.cpu_count(),
+        "figures": [figure.to_json() for figure in runs[-1]],
+        "runs": [[figure.to_json() for figure in figures] for figures in runs],
     }
     path.write_text(json.dumps(document, indent=2) + "\n")

@@ -5,7 +5,9 @@ each service calling three services of the next layer and some a database), two 
 service with heartbeats, and 10 minutes of 10 s buckets of calls on every edge (3 minutes with
 `--quick`). One tick is `Diagnostician.__call__(now)`, what the analyzer runs every
 `tick_interval`; between ticks one more bucket of calls is added (not timed), as live traffic
-would. The figure is the median tick, after a few warm-up ticks that fill detection's baselines.
+would. The figure is the median tick in CPU time (`time.process_time`: the machine is shared and
+wall time would count other processes' work), after a few warm-up ticks that fill detection's
+baselines; the slowest tick is shown beside it.
 
 Baseline in the same run: one pass over all nodes computing `served.window(now, 30 s)` only, the
 least any tick has to read. Target (from the issue): a tick of at most 100 ms.
@@ -129,15 +131,12 @@ def build_graph(services: int = SERVICES, minutes: float = 10.0) -> tuple[object
     return graph, traffic
 
 
-def _median_ms(run: Callable[[], object], times: int, between: Callable[[], object]) -> float:
-    samples = []
-    for _ in range(times):
-        between()
-        gc.collect()
-        began = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - began) * 1000)
-    return statistics.median(samples)
+def _cpu_ms(run: Callable[[], object]) -> float:
+    """CPU time of one `run()` in ms: the machine is shared, and wall time counts others' work."""
+    gc.collect()
+    began = time.process_time()
+    run()
+    return (time.process_time() - began) * 1000
 
 
 @benchmark("detect_tick")
@@ -169,8 +168,18 @@ def detect_tick(quick: bool) -> list[Figure]:
     for _ in range(3):  # warm-up: detection's baselines learn the history once
         step()
         tick()
-    baseline_ms = _median_ms(windows, ticks, step)
-    tick_ms = _median_ms(tick, ticks, step)
+    # Interleaved, so both see the same load; the windows pass only reads.
+    baseline_samples: list[float] = []
+    tick_samples: list[float] = []
+    for _ in range(ticks):
+        step()
+        baseline_samples.append(_cpu_ms(windows))
+        tick_samples.append(_cpu_ms(tick))
+    baseline_ms = statistics.median(baseline_samples)
+    tick_ms = statistics.median(tick_samples)
+    # Every other tick the window moves on by a bucket and the baselines learn it: the heavier
+    # half, shown apart so that the median does not hide it.
+    heavy_ms = max(tick_samples)
     nodes, edges = len(graph.nodes()), len(graph.edges())  # type: ignore[attr-defined]
     return [
         Figure(
@@ -186,6 +195,7 @@ def detect_tick(quick: bool) -> list[Figure]:
             baseline_name="30 s window of every node",
             goal="value <= 100 ms",
         ),
+        Figure("detect+cascade+alert tick (slowest)", heavy_ms, "ms"),
     ]
 
 

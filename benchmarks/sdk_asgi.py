@@ -6,6 +6,10 @@ with ``watchman_otel.init()`` (spans, RED metrics, heartbeats, logs). Both instr
 export to the same OTLP/HTTP sink. One client sends sequential keep-alive requests in interleaved
 rounds (variant order shuffled each round); a variant's added latency is the median over rounds
 of (its median − bare's median in the same round), so drift of the machine cancels out.
+
+``sdk_collector_down`` runs three ``watchman_otel.init()`` servers the same way, exporting to the
+sink, to a black hole (a listener that accepts and never answers) and to a closed port, and
+compares their p99 latency: a broken collector must not show in the app's tail.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 from benchmarks import Figure, benchmark
 
-__all__ = ["VARIANTS", "measure", "serve"]
+__all__ = ["VARIANTS", "BlackHole", "measure", "measure_collector_down", "serve"]
 
 VARIANTS = ("bare", "stock", "watchman")
 _ROOT = Path(__file__).resolve().parents[1]
@@ -106,6 +110,32 @@ class _Sink:
         self.server.server_close()
 
 
+class BlackHole:
+    """A TCP listener that accepts connections and never answers (a hung collector)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(256)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self._held.append(connection)
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self._held:
+            connection.close()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -138,39 +168,40 @@ def _timed_requests(connection: http.client.HTTPConnection, count: int) -> list[
     return samples
 
 
-def measure(*, rounds: int, per_round: int) -> dict[str, Any]:
-    """Start the three servers, run the interleaved rounds, return medians in microseconds."""
-    sink = _Sink()
+def _run_rounds(
+    servers: dict[str, tuple[str, str]], *, rounds: int, per_round: int
+) -> dict[str, list[list[float]]]:
+    """Start one server per label (serve variant, sink URL); return each label's rounds (s)."""
     env = {**os.environ, "PYTHONPATH": str(_ROOT)}
     env.pop("WATCHMAN_RAISE_INTERNAL_ERRORS", None)
-    ports = {variant: _free_port() for variant in VARIANTS}
+    ports = {label: _free_port() for label in servers}
     processes = {
-        variant: subprocess.Popen(
+        label: subprocess.Popen(
             [
                 *(sys.executable, "-m", "benchmarks.sdk_asgi", "--serve", variant),
-                *("--port", str(ports[variant]), "--sink", sink.url),
+                *("--port", str(ports[label]), "--sink", sink),
             ],
             cwd=_ROOT,
             env=env,
         )
-        for variant in VARIANTS
+        for label, (variant, sink) in servers.items()
     }
+    samples: dict[str, list[list[float]]] = {label: [] for label in servers}
     try:
-        for variant, process in processes.items():
-            _wait_ready(ports[variant], process)
-        connections = {v: http.client.HTTPConnection("127.0.0.1", ports[v]) for v in VARIANTS}
-        for (
-            connection
-        ) in connections.values():  # warm-up: imports, first stack build, JIT-less caches
+        for label, process in processes.items():
+            _wait_ready(ports[label], process)
+        connections = {
+            label: http.client.HTTPConnection("127.0.0.1", ports[label]) for label in servers
+        }
+        # Warm-up: imports, the first stack build, caches.
+        for connection in connections.values():
             _timed_requests(connection, 300)
-        per_round_medians: dict[str, list[float]] = {v: [] for v in VARIANTS}
-        order = list(VARIANTS)
+        order = list(servers)
         rng = random.Random(7)
         for _ in range(rounds):
             rng.shuffle(order)
-            for variant in order:
-                samples = _timed_requests(connections[variant], per_round)
-                per_round_medians[variant].append(statistics.median(samples) * 1e6)
+            for label in order:
+                samples[label].append(_timed_requests(connections[label], per_round))
         for connection in connections.values():
             connection.close()
     finally:
@@ -181,7 +212,24 @@ def measure(*, rounds: int, per_round: int) -> dict[str, Any]:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+    return samples
+
+
+def measure(*, rounds: int, per_round: int) -> dict[str, Any]:
+    """Start the three servers, run the interleaved rounds, return medians in microseconds."""
+    sink = _Sink()
+    try:
+        samples = _run_rounds(
+            {variant: (variant, sink.url) for variant in VARIANTS},
+            rounds=rounds,
+            per_round=per_round,
+        )
+    finally:
         sink.close()
+    per_round_medians = {
+        variant: [statistics.median(r) * 1e6 for r in rounds_]
+        for variant, rounds_ in samples.items()
+    }
     bare = per_round_medians["bare"]
     added = {
         variant: statistics.median(
@@ -195,6 +243,43 @@ def measure(*, rounds: int, per_round: int) -> dict[str, Any]:
         "watchman_added_us": added["watchman"],
         "requests": rounds * per_round * len(VARIANTS),
     }
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
+def measure_collector_down(*, rounds: int, per_round: int) -> dict[str, float]:
+    """The instrumented app's latency with its collector up, black-holed and refusing (µs).
+
+    Three ``watchman_otel.init()`` servers, interleaved as in `measure`: one exporting to the
+    discarding sink, one to a listener that accepts and never answers, one to a closed port.
+    Each p99 is over all of the label's requests; the medians are of its round medians.
+    """
+    sink = _Sink()
+    hole = BlackHole()
+    refused = f"http://127.0.0.1:{_free_port()}"
+    try:
+        samples = _run_rounds(
+            {
+                "up": ("watchman", sink.url),
+                "blackhole": ("watchman", hole.url),
+                "refuse": ("watchman", refused),
+            },
+            rounds=rounds,
+            per_round=per_round,
+        )
+    finally:
+        sink.close()
+        hole.close()
+    result: dict[str, float] = {}
+    for label, rounds_ in samples.items():
+        pooled = [value * 1e6 for round_ in rounds_ for value in round_]
+        result[f"{label}_p99_us"] = _p99(pooled)
+        result[f"{label}_median_us"] = statistics.median(
+            statistics.median(r) * 1e6 for r in rounds_
+        )
+    return result
 
 
 @benchmark("sdk_asgi")
@@ -217,6 +302,41 @@ def sdk_asgi(quick: bool) -> list[Figure]:
             baseline=result["stock_added_us"],
             baseline_name="stock added",
             goal="<= 0.50",
+        ),
+    ]
+
+
+@benchmark("sdk_collector_down")
+def sdk_collector_down(quick: bool) -> list[Figure]:
+    """Figures for the app's tail latency while its collector is black-holed or refusing."""
+    if quick:
+        result = measure_collector_down(rounds=6, per_round=100)
+    else:
+        result = measure_collector_down(rounds=30, per_round=200)
+    return [
+        Figure("asgi p99, watchman, collector up", result["up_p99_us"], "µs"),
+        Figure(
+            "asgi p99, watchman, collector black-holed",
+            result["blackhole_p99_us"],
+            "µs",
+            baseline=result["up_p99_us"],
+            baseline_name="collector up p99",
+            goal="<= 1.05",
+        ),
+        Figure(
+            "asgi p99, watchman, collector refusing",
+            result["refuse_p99_us"],
+            "µs",
+            baseline=result["up_p99_us"],
+            baseline_name="collector up p99",
+            goal="<= 1.05",
+        ),
+        Figure(
+            "asgi median, watchman, collector black-holed",
+            result["blackhole_median_us"],
+            "µs",
+            baseline=result["up_median_us"],
+            baseline_name="collector up median",
         ),
     ]
 

@@ -1,8 +1,9 @@
-"""Outbound HTTP: CLIENT spans and ``http.client.*`` metrics through the contrib instrumentors.
+"""Outbound HTTP: CLIENT spans and ``http.client.*`` metrics for the common client libraries.
 
-We wrap opentelemetry-python-contrib's instrumentors (requests always; httpx, urllib3 and the
-aiohttp client when installed) rather than re-implement their patching, and make sure they run
-with the stable HTTP semantic conventions.
+``requests`` gets our own lean instrumentation (`watchman_otel._requests`, cheaper per call than
+the contrib instrumentor). httpx, urllib3 and the aiohttp client, when installed, go
+through opentelemetry-python-contrib's instrumentors, which we make run with the stable HTTP
+semantic conventions.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class _Library:
     # Set for instrumentors without an `excluded_urls` argument: they read only this variable.
     excluded_env: str | None = None
     request_hook: Callable[..., None] | None = None
+    # Ours, not contrib's: `instrument()` takes our path patterns and may decline (returns False)
+    # when the contrib instrumentor already patched the library.
+    native: bool = False
 
 
 def _urllib3_server_attributes(span: Any, pool: Any, _info: Any) -> None:
@@ -45,7 +49,7 @@ def _urllib3_server_attributes(span: Any, pool: Any, _info: Any) -> None:
 
 LIBRARIES: dict[str, _Library] = {
     "requests": _Library(
-        "requests", "opentelemetry.instrumentation.requests", "RequestsInstrumentor", None
+        "requests", "watchman_otel._requests", "RequestsInstrumentation", None, native=True
     ),
     "httpx": _Library(
         "httpx",
@@ -70,7 +74,8 @@ LIBRARIES: dict[str, _Library] = {
     ),
 }
 
-_Config = tuple[TracerProvider | None, MeterProvider | None, str]
+# (tracer provider, meter provider, contrib-style URL patterns, our path patterns)
+_Config = tuple[TracerProvider | None, MeterProvider | None, str, tuple[str, ...]]
 _lock = threading.Lock()
 # name -> (instrumentor, the providers and exclusions it was instrumented with)
 _active: dict[str, tuple[Any, _Config]] = {}
@@ -171,7 +176,7 @@ def instrument_outbound(
         return []
     _ensure_stable_semconv()
     patterns = _url_patterns(excluded_urls)
-    config: _Config = (tracer_provider, meter_provider, patterns)
+    config: _Config = (tracer_provider, meter_provider, patterns, tuple(excluded_urls))
     done = []
     with _lock:
         for name in available:
@@ -194,7 +199,7 @@ def _instrument_one(
 ) -> bool:
     current = _active.get(name)
     if current is not None:
-        old_tracer_provider, old_meter_provider, old_patterns = current[1]
+        old_tracer_provider, old_meter_provider, old_patterns, _old_paths = current[1]
         if (
             old_tracer_provider is tracer_provider
             and old_meter_provider is meter_provider
@@ -206,6 +211,17 @@ def _instrument_one(
     try:
         module = importlib.import_module(library.instrumentation)
         instrumentor = getattr(module, library.instrumentor)()
+        if library.native:
+            if not instrumentor.instrument(
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+                excluded_urls=config[3],
+            ):
+                # The contrib instrumentor (the user's, opentelemetry-instrument) is in place:
+                # leave it; ours would only pass through under its suppression anyway.
+                return True
+            _active[name] = (instrumentor, config)
+            return True
         if instrumentor.is_instrumented_by_opentelemetry:
             # Someone else (the user, opentelemetry-instrument) got there first: leave theirs.
             return True

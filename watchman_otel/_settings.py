@@ -466,7 +466,9 @@ SETTINGS: tuple[Setting, ...] = (
         "shutdown_timeout",
         _positive_seconds,
         2.0,
-        "Seconds `shutdown()` and interpreter exit may spend flushing; then data is dropped.",
+        "Seconds `shutdown()` may spend flushing; then data is dropped. Interpreter exit as a"
+        " whole stays within it: its flush stops half of it (at most 1 s) earlier, leaving"
+        " that to the interpreter's own teardown.",
         "a number of seconds > 0, e.g. 2",
     ),
     _setting(

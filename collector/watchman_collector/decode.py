@@ -1,7 +1,8 @@
 """The decode stage: OTLP protobuf export requests into the compact records later stages use.
 
 Decode is a pure function of one request. It reads only the fields pair and graph need, looking
-up the few attribute keys it wants, so no Python object per attribute is ever built. A span with
+up only the attribute keys pair uses for each span's kind (docs/decode.md), so no Python object
+per attribute is ever built. A span with
 unusable ids (wrong length, all zero) is left out and counted in `Batch.rejected` with the first
 reason, for OTLP's `partial_success`; nothing here raises on bad data.
 
@@ -48,6 +49,8 @@ UNKNOWN_SERVICE = "unknown_service"
 HEARTBEAT_METRIC = "watchman.heartbeat"
 
 _STATUS_ERROR = 2  # Status.StatusCode.STATUS_CODE_ERROR
+_HTTP_SERVER_ERROR = 500
+_SERVER_KIND, _CLIENT_KIND, _PRODUCER_KIND, _CONSUMER_KIND = 2, 3, 4, 5  # Span.SpanKind on the wire
 _ERROR_STATUS = b"\x18\x02"  # an encoded Status with only code = ERROR (field 3, varint)
 _KINDS = tuple(SpanKind)
 _ZERO_TRACE = bytes(16)
@@ -372,8 +375,6 @@ def _decode(req: Any) -> Batch:  # one flat loop on the hot path
     reason = ""
     append = spans.append
     kinds = _KINDS
-    unspecified = SpanKind.UNSPECIFIED
-    server_kind = SpanKind.SERVER
     text = _TEXTS.get
     number = _NUMBERS.get
     for r_index, rs in enumerate(req.resource_spans):
@@ -398,81 +399,109 @@ def _decode(req: Any) -> Batch:  # one flat loop on the hot path
                     # An unusable parent cannot be paired with; the span still counts as a root.
                     parent = b""
                 kind_value = span.kind
-                kind = kinds[kind_value] if 0 <= kind_value < 6 else unspecified
+                if not 0 <= kind_value < 6:  # SpanKind's wire values
+                    kind_value = 0
+                status = span.status
+                failed = bool(status) and _status_code(status) == _STATUS_ERROR
 
-                # A map lookup per wanted key (fallbacks only when the stable name is absent);
-                # each value is read from its encoded bytes once and then found in the memo.
-                attributes = span.attributes
+                # Only the attributes pair uses for this kind are read: each map lookup costs
+                # about as much as a Span (see docs/performance.md). A caller names its callee
+                # (peer, address, database, messaging system); a SERVER span needs its HTTP
+                # status; any span needs error.type when it failed. Values are read from their
+                # encoded bytes once and then found in the memo.
                 peer_service = server_address = server_port = db_system = None
                 messaging_system = http_status = error_type = None
-                if attributes:
-                    get = attributes.get
-                    raw = get("peer.service")
-                    if raw is not None:
-                        peer_service = text(raw, _MISS)
-                        if peer_service is _MISS:
-                            peer_service = _read_text(raw)
-                    # The stable name wins; an older one is read when the stable one is
-                    # absent or unusable (empty, not a number), as docs/decode.md says.
-                    raw = get("server.port")
-                    if raw is not None:
-                        server_port = number(raw, _MISS)
-                        if server_port is _MISS:
-                            server_port = _read_number(raw)
-                    if server_port is None:
-                        raw = get("net.peer.port")
-                        if raw is not None:
-                            server_port = _read_number(raw)
-                    raw = get("server.address")
-                    if raw is not None:
-                        server_address = text(raw, _MISS)
-                        if server_address is _MISS:
-                            server_address = _read_text(raw)
-                    if server_address is None:
-                        raw = get("net.peer.name")
-                        if raw is not None:
-                            server_address = _read_text(raw)
-                        if server_address is None:
-                            server_address, server_port = _address_fallback(get, server_port)
-                    raw = get("http.response.status_code")
-                    if raw is not None:
-                        http_status = number(raw, _MISS)
-                        if http_status is _MISS:
-                            http_status = _read_number(raw)
-                    if http_status is None:
-                        raw = get("http.status_code")
-                        if raw is not None:
-                            http_status = _read_number(raw)
-                    raw = get("db.system.name")
-                    if raw is not None:
-                        db_system = text(raw, _MISS)
-                        if db_system is _MISS:
-                            db_system = _read_text(raw)
-                    if db_system is None:
-                        raw = get("db.system")
-                        if raw is not None:
-                            db_system = _read_text(raw)
-                    raw = get("messaging.system")
-                    if raw is not None:
-                        messaging_system = text(raw, _MISS)
-                        if messaging_system is _MISS:
-                            messaging_system = _read_text(raw)
-                    raw = get("error.type")
-                    if raw is not None:
-                        error_type = text(raw, _MISS)
-                        if error_type is _MISS:
-                            error_type = _read_text(raw)
-                status = span.status
-                failed = (status and _status_code(status) == _STATUS_ERROR) or (
-                    kind is server_kind and http_status is not None and http_status >= 500
-                )
                 links: tuple[tuple[bytes, bytes], ...] = ()
-                if span.links:
-                    links = tuple(
-                        (link.trace_id, link.span_id)
-                        for link in span.links
-                        if len(link.trace_id) == 16 and len(link.span_id) == 8
-                    )
+                if kind_value in (_CLIENT_KIND, _PRODUCER_KIND):
+                    attributes = span.attributes
+                    if attributes:
+                        get = attributes.get
+                        raw = get("peer.service")
+                        if raw is not None:
+                            peer_service = text(raw, _MISS)
+                            if peer_service is _MISS:
+                                peer_service = _read_text(raw)
+                        # The stable name wins; an older one is read when the stable one is
+                        # absent or unusable (empty, not a number), as docs/decode.md says.
+                        raw = get("server.port")
+                        if raw is not None:
+                            server_port = number(raw, _MISS)
+                            if server_port is _MISS:
+                                server_port = _read_number(raw)
+                        if server_port is None:
+                            raw = get("net.peer.port")
+                            if raw is not None:
+                                server_port = number(raw, _MISS)
+                                if server_port is _MISS:
+                                    server_port = _read_number(raw)
+                        raw = get("server.address")
+                        if raw is not None:
+                            server_address = text(raw, _MISS)
+                            if server_address is _MISS:
+                                server_address = _read_text(raw)
+                        if server_address is None:
+                            raw = get("net.peer.name")
+                            if raw is not None:
+                                server_address = text(raw, _MISS)
+                                if server_address is _MISS:
+                                    server_address = _read_text(raw)
+                            if server_address is None:
+                                server_address, server_port = _address_fallback(get, server_port)
+                        if kind_value == _CLIENT_KIND:
+                            raw = get("db.system.name")
+                            if raw is not None:
+                                db_system = text(raw, _MISS)
+                                if db_system is _MISS:
+                                    db_system = _read_text(raw)
+                            if db_system is None:
+                                raw = get("db.system")
+                                if raw is not None:
+                                    db_system = text(raw, _MISS)
+                                    if db_system is _MISS:
+                                        db_system = _read_text(raw)
+                        else:
+                            messaging_system = _messaging_system(get)
+                        # A caller's error.type is read even when it did not fail: a failed
+                        # callee without its own error.type reports the caller's.
+                        raw = get("error.type")
+                        if raw is not None:
+                            error_type = text(raw, _MISS)
+                            if error_type is _MISS:
+                                error_type = _read_text(raw)
+                else:
+                    if kind_value == _SERVER_KIND:
+                        attributes = span.attributes
+                        if attributes:
+                            get = attributes.get
+                            raw = get("http.response.status_code")
+                            if raw is not None:
+                                http_status = number(raw, _MISS)
+                                if http_status is _MISS:
+                                    http_status = _read_number(raw)
+                            if http_status is None:
+                                raw = get("http.status_code")
+                                if raw is not None:
+                                    http_status = number(raw, _MISS)
+                                    if http_status is _MISS:
+                                        http_status = _read_number(raw)
+                            if http_status is not None and http_status >= _HTTP_SERVER_ERROR:
+                                failed = True
+                    elif kind_value == _CONSUMER_KIND:
+                        attributes = span.attributes
+                        if attributes:
+                            messaging_system = _messaging_system(attributes.get)
+                        if span.links:
+                            links = tuple(
+                                (link.trace_id, link.span_id)
+                                for link in span.links
+                                if len(link.trace_id) == 16 and len(link.span_id) == 8
+                            )
+                    if failed:
+                        raw = span.attributes.get("error.type")
+                        if raw is not None:
+                            error_type = text(raw, _MISS)
+                            if error_type is _MISS:
+                                error_type = _read_text(raw)
                 append(
                     Span(
                         trace_id,
@@ -480,7 +509,7 @@ def _decode(req: Any) -> Batch:  # one flat loop on the hot path
                         parent,
                         service,
                         instance,
-                        kind,
+                        kinds[kind_value],
                         span.start_time_unix_nano,
                         span.end_time_unix_nano,
                         failed,
@@ -496,6 +525,14 @@ def _decode(req: Any) -> Batch:  # one flat loop on the hot path
                     )
                 )
     return Batch(spans=spans, rejected=rejected, reason=reason)
+
+
+def _messaging_system(get: Any) -> str | None:
+    raw = get("messaging.system")
+    if raw is None:
+        return None
+    found = _TEXTS.get(raw, _MISS)
+    return _read_text(raw) if found is _MISS else found
 
 
 def _point_value(point: NumberDataPoint) -> float | None:

@@ -10,21 +10,25 @@ anomalous, so a long outage is compared with the healthy past, not with itself.
 Liveness comes from heartbeats (an instance whose heartbeat is missing for three intervals is
 down; all instances down is a down service) and, for a service that reports nothing, from its
 callers: calls that fail without any server half seen mean nobody is answering.
+
+A tick costs little per series when little changed: the window's sums and the baseline's order
+statistics are kept up to date between ticks (`window`, `baseline`), and a verdict is worked out
+again only when the numbers behind it changed.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
-from statistics import median
 
-from watchman_collector.graph import EdgeState, NodeState, ServiceGraph
+from watchman_collector.baseline import BaselineLearner, Robust
+from watchman_collector.graph import EdgeState, InstanceState, NodeState, ServiceGraph
 from watchman_collector.records import NodeKind
 from watchman_collector.rules import RuleSet, Thresholds, default_rules
-from watchman_collector.stats import Bucket, RedSeries, RedView
+from watchman_collector.stats import Bucket, RedSeries
+from watchman_collector.window import WindowReader
 
 __all__ = [
     "DetectPolicy",
@@ -208,80 +212,36 @@ class Detection:
         return sorted(bad, key=lambda n: (-n.health, n.service))
 
 
-_Robust = tuple[float, float]  # (median, robust sigma)
+class _SeriesState(WindowReader):
+    """What detection keeps of one node or edge between ticks: its window, baseline, verdicts.
 
+    The bucket leaving the window is the one the baseline learns next, from the histogram the
+    window kept. While neither the window nor the baseline changed, the error and latency
+    verdicts cannot change either and are not worked out again.
+    """
 
-@dataclass(slots=True)
-class _BucketSummary:
-    calls: int
-    error_ratio: float | None
-    p95_s: float | None
+    __slots__ = ("base_err", "base_p95", "baseline", "judged", "result", "seen", "version")
 
-
-@dataclass(slots=True)
-class _Baseline:
-    """Per-bucket summaries of one series' healthy past; frozen while the series is anomalous."""
-
-    maxlen: int
-    summaries: deque[_BucketSummary] = field(default_factory=deque)
-    learned_until_ns: int = 0  # end of the newest bucket folded in
-    frozen: bool = False
-    # (median, robust sigma) of error ratios and latency quantiles, and the median rate:
-    # recomputed only when a bucket was learned, not on every tick (the tick's hot spot).
-    _stats: tuple[_Robust | None, _Robust | None, float | None] | None = None
-
-    def learn(
-        self, buckets: Iterable[Bucket], bucket_ns: int, min_calls: int, quantile: float
-    ) -> None:
-        for b in buckets:
-            end = b.start_ns + bucket_ns
-            if end <= self.learned_until_ns:
-                continue
-            self.learned_until_ns = end
-            if self.frozen:
-                continue
-            enough = b.calls >= max(1, min_calls // 3)
-            self._stats = None
-            self.summaries.append(
-                _BucketSummary(
-                    calls=b.calls,
-                    error_ratio=b.failed / b.calls if enough else None,
-                    p95_s=b.latency.quantile(quantile) if enough else None,
-                )
-            )
-            while len(self.summaries) > self.maxlen:
-                self.summaries.popleft()
-
-    def stats(self, bucket_s: float) -> tuple[_Robust | None, _Robust | None, float | None]:
-        """Robust statistics of errors and latency, and the median rate (None: no data)."""
-        if self._stats is None:
-            errors = [s.error_ratio for s in self.summaries if s.error_ratio is not None]
-            p95s = [s.p95_s for s in self.summaries if s.p95_s is not None]
-            rates = [s.calls / bucket_s for s in self.summaries]
-            self._stats = (
-                _median_sigma(errors) if errors else None,
-                _median_sigma(p95s) if p95s else None,
-                median(rates) if rates else None,
-            )
-        return self._stats
-
-
-def _median_sigma(values: list[float]) -> tuple[float, float]:
-    """Median and a robust σ (IQR / 1.349) of `values` (non-empty)."""
-    ordered = sorted(values)
-    n = len(ordered)
-    med = median(ordered)
-    q1 = ordered[n // 4]
-    q3 = ordered[(3 * n) // 4 if n > 1 else 0]
-    return med, (q3 - q1) / 1.349
+    def __init__(self, series: RedSeries) -> None:
+        super().__init__(series)
+        self.baseline: BaselineLearner | None = None
+        self.seen = 0  # the last tick that judged this series
+        # The last error and latency verdicts, for this window and baseline `version`.
+        self.version = -1
+        self.judged: tuple[Evidence, ...] = ()
+        self.base_err: float | None = None  # baseline medians of the error ratio and latency
+        self.base_p95: float | None = None
+        self.result: EdgeHealth | None = None  # an edge's last verdict
 
 
 @dataclass(frozen=True, slots=True)
-class _Judged:
-    view: RedView
-    evidence: tuple[Evidence, ...]
-    base_err: float | None
-    base_p95: float | None
+class _Settings:
+    """A service's policy and the nanosecond spans the tick derives from it."""
+
+    policy: DetectPolicy
+    settle_ns: int
+    window_ns: int
+    baseline_ns: int
 
 
 class Detector:
@@ -289,69 +249,149 @@ class Detector:
 
     def __init__(self, rules: RuleSet | None = None) -> None:
         self.policy = PolicyBook(rules)
-        self._baselines: dict[object, _Baseline] = {}
+        self._nodes: dict[str, _SeriesState] = {}
+        self._edges: dict[tuple[str, str], _SeriesState] = {}
+        self._tick = 0
+        # Settings per service, valid while `policy` and its rules are the same objects.
+        self._settings: dict[str, _Settings] = {}
+        self._settings_of: tuple[PolicyBook, RuleSet] | None = None
 
     def evaluate(self, graph: ServiceGraph, now_ns: int) -> Detection:
         """Judge every node and edge as of event time `now_ns`."""
+        self._tick = tick = self._tick + 1
+        book = self.policy
+        cached = self._settings_of
+        if cached is None or cached[0] is not book or cached[1] is not book.rules:
+            self._settings = {}
+            self._settings_of = (book, book.rules)
+            for kept in [*self._edges.values(), *self._nodes.values()]:
+                kept.key, kept.total_calls = (), -1  # judged under other rules: redo it all
         edges: dict[tuple[str, str], EdgeHealth] = {}
+        states = self._edges
         for edge in graph.edges():
-            edges[(edge.client, edge.server)] = self._judge_edge(edge, now_ns)
+            key = (edge.client, edge.server)
+            state = states.get(key)
+            if state is None:
+                state = states[key] = _SeriesState(edge.red)
+            state.seen = tick
+            edges[key] = self._judge_edge(edge, state, now_ns)
         nodes: dict[str, NodeHealth] = {}
+        node_states = self._nodes
         for node in graph.nodes():
-            inbound = [edges[(c, node.name)] for c in graph.callers(node.name)]
-            nodes[node.name] = self._judge_node(node, inbound, now_ns)
-        live = {("n", n) for n in nodes} | {("e", *k) for k in edges}
-        for key in [k for k in self._baselines if k not in live]:
-            del self._baselines[key]
+            name = node.name
+            state = node_states.get(name)
+            if state is None:
+                state = node_states[name] = _SeriesState(node.served)
+            state.seen = tick
+            nodes[name] = self._judge_node(node, state, graph, edges, now_ns)
+        # A series gone from the graph forgets its baseline (it starts afresh if it returns).
+        if len(states) > len(edges):
+            self._edges = {k: s for k, s in states.items() if s.seen == tick}
+        if len(node_states) > len(nodes):
+            self._nodes = {k: s for k, s in node_states.items() if s.seen == tick}
         return Detection(now_ns=now_ns, nodes=nodes, edges=edges)
+
+    def _settings_for(self, service: str) -> _Settings:
+        settings = self._settings.get(service)
+        if settings is None:
+            policy = self.policy(service)
+            settings = self._settings[service] = _Settings(
+                policy,
+                int(policy.settle_s * _NS),
+                int(policy.window_s * _NS),
+                int(policy.baseline_s * _NS),
+            )
+        return settings
 
     # -- series -----------------------------------------------------------------------------
 
     def _judge_series(
-        self, key: object, series: RedSeries, policy: DetectPolicy, now_ns: int
-    ) -> _Judged:
-        eval_ns = now_ns - int(policy.settle_s * _NS)
-        bucket_ns = int(series.bucket_s * _NS)
-        baseline = self._baselines.get(key)
-        if baseline is None:
-            maxlen = max(1, int(policy.baseline_s // series.bucket_s))
-            baseline = self._baselines[key] = _Baseline(maxlen=maxlen)
-        # Fold in the buckets that closed before the current window began.
-        window_start = eval_ns - int(policy.window_s * _NS)
-        closed_until = window_start - window_start % bucket_ns
-        learn_from = max(baseline.learned_until_ns, closed_until - int(policy.baseline_s * _NS))
-        if closed_until > learn_from:
-            history = series.buckets(closed_until - 1, (closed_until - learn_from) / _NS)
-            baseline.learn(history, bucket_ns, policy.min_calls, policy.latency_quantile)
+        self, state: _SeriesState, series: RedSeries, settings: _Settings, eval_ns: int
+    ) -> tuple[tuple[Evidence, ...], bool]:
+        """Read and judge one series into `state`: its evidence, and whether all is as before.
 
-        view = series.window(eval_ns, policy.window_s)
-        learned = len(baseline.summaries) >= policy.min_baseline_buckets
-        err_stats, p95_stats, rate = baseline.stats(series.bucket_s) if learned else (None,) * 3
-        evidence: list[Evidence] = []
-        if view.calls >= policy.min_calls:
-            ev = self._judge_errors(view, err_stats, policy, series, eval_ns)
-            if ev is not None:
-                evidence.append(ev)
-            ev = self._judge_latency(view, p95_stats, policy, series, eval_ns)
-            if ev is not None:
-                evidence.append(ev)
-        if rate is not None:
-            ev = self._judge_traffic(view, rate, policy)
-            if ev is not None:
-                evidence.append(ev)
+        As before: the same window counts, the same baseline and no evidence, now or then.
+        """
+        policy = settings.policy
+        bucket_s = series.bucket_s
+        bucket_ns = int(bucket_s * _NS)
+        baseline = state.baseline
+        if baseline is None:
+            baseline = state.baseline = BaselineLearner(max(1, int(policy.baseline_s // bucket_s)))
+        # The buckets that closed before the current window began feed the baseline.
+        first = (eval_ns - settings.window_ns) // bucket_ns
+        closed_until = first * bucket_ns
+        learn_from = max(baseline.learned_until_ns, closed_until - settings.baseline_ns)
+        if closed_until > learn_from:
+            span_s = (closed_until - learn_from) / _NS
+            # Read with the window in one call, from the first bucket `buckets(closed_until - 1,
+            # span_s)` selects, when the range keeps one bucket width (no rolled-up buckets).
+            learn_first = (closed_until - 1 - int(span_s * _NS)) // bucket_ns
+            buckets = series.buckets(eval_ns, (eval_ns - learn_first * bucket_ns) / _NS)
+            oldest = buckets[0].start_ns // bucket_ns
+            if oldest <= learn_first and len(buckets) == eval_ns // bucket_ns - oldest + 1:
+                history = buckets[learn_first - oldest : first - oldest]
+                window = buckets[first - oldest :]
+            else:
+                history = series.buckets(closed_until - 1, span_s)
+                window = series.buckets(eval_ns, policy.window_s)
+            state.last, state.total_calls = eval_ns // bucket_ns, series.total_calls
+            baseline.learn(
+                history,
+                bucket_s,
+                policy.min_calls,
+                policy.latency_quantile,
+                quantile_of=state.bucket_quantile,
+            )
+        else:
+            # A series that took no call since the last tick, read over the same buckets, has
+            # the same window: an idle series costs a counter read, not a window read.
+            last = eval_ns // bucket_ns
+            total = series.total_calls
+            if first == state.first and last == state.last and total == state.total_calls:
+                state.move_to(eval_ns, bucket_s)
+                window = None
+            else:
+                state.last, state.total_calls = last, total
+                window = series.buckets(eval_ns, policy.window_s)
+        state.first = first
+        if window is None:
+            same = baseline.version == state.version
+        else:
+            same = state.read(window, eval_ns, bucket_s) and baseline.version == state.version
+
+        learned = len(baseline) >= policy.min_baseline_buckets
+        stats = baseline.stats() if learned else None
+        if not same or state.judged:
+            # Errors and latency only change with the window or the baseline, but the onset of
+            # a verdict moves with the clock: work them out again while there is one.
+            state.version = baseline.version
+            err_stats, p95_stats = (stats[0], stats[1]) if stats else (None, None)
+            state.base_err = err_stats[0] if err_stats else None
+            state.base_p95 = p95_stats[0] if p95_stats else None
+            judged: list[Evidence] = []
+            if state.calls >= policy.min_calls:
+                ev = self._judge_errors(state, err_stats, policy, series, eval_ns)
+                if ev is not None:
+                    judged.append(ev)
+                ev = self._judge_latency(state, p95_stats, policy, series, eval_ns)
+                if ev is not None:
+                    judged.append(ev)
+            state.judged = tuple(judged)
         # Only a learned baseline freezes: one frozen at start-up would never learn at all.
-        baseline.frozen = learned and any(e.signal != Signals.TRAFFIC_DROP for e in evidence)
-        return _Judged(
-            view=view,
-            evidence=tuple(evidence),
-            base_err=err_stats[0] if err_stats else None,
-            base_p95=p95_stats[0] if p95_stats else None,
-        )
+        baseline.frozen = learned and bool(state.judged)
+        rate = stats[2] if stats else None
+        if rate is not None:
+            # The rate moves with the clock: judged on every tick.
+            ev = self._judge_traffic(state, rate, policy)
+            if ev is not None:
+                return (*state.judged, ev), False
+        return state.judged, same and not state.judged
 
     @staticmethod
     def _judge_errors(
-        view: RedView,
-        history: _Robust | None,
+        view: _SeriesState,
+        history: Robust | None,
         policy: DetectPolicy,
         series: RedSeries,
         eval_ns: int,
@@ -390,15 +430,17 @@ class Detector:
 
     @staticmethod
     def _judge_latency(
-        view: RedView,
-        history: _Robust | None,
+        view: _SeriesState,
+        history: Robust | None,
         policy: DetectPolicy,
         series: RedSeries,
         eval_ns: int,
     ) -> Evidence | None:
+        if not history:
+            return None
         q = policy.latency_quantile
-        p95 = view.latency.quantile(q)
-        if p95 is None or not history:
+        p95 = view.quantile(q)
+        if p95 is None:
             return None
         base, sigma = history
         threshold = max(
@@ -428,7 +470,7 @@ class Detector:
         )
 
     @staticmethod
-    def _judge_traffic(view: RedView, base: float, policy: DetectPolicy) -> Evidence | None:
+    def _judge_traffic(view: _SeriesState, base: float, policy: DetectPolicy) -> Evidence | None:
         if base < policy.traffic_min_rate:
             return None
         drop = max(base - view.rate_per_s, 0.0) / base
@@ -448,68 +490,112 @@ class Detector:
 
     # -- nodes and edges --------------------------------------------------------------------
 
-    def _judge_edge(self, edge: EdgeState, now_ns: int) -> EdgeHealth:
-        policy = self.policy(edge.server)
-        judged = self._judge_series(("e", edge.client, edge.server), edge.red, policy, now_ns)
-        view = judged.view
-        health = max((e.health for e in judged.evidence), default=Health.HEALTHY)
-        failed_latencies = tuple(sorted(lat for _, _, lat in edge.exemplars.failed))
-        return EdgeHealth(
-            client=edge.client,
-            server=edge.server,
-            health=health,
-            evidence=judged.evidence,
-            onset_ns=_earliest(judged.evidence),
-            calls=view.calls,
-            failed=view.failed,
-            error_ratio=view.error_ratio,
-            p95_s=view.latency.quantile(0.95),
-            baseline_error_ratio=judged.base_err,
-            baseline_p95_s=judged.base_p95,
-            server_halves=view.server_latency.count,
-            failed_latencies_s=failed_latencies,
+    def _judge_edge(self, edge: EdgeState, state: _SeriesState, now_ns: int) -> EdgeHealth:
+        settings = self._settings_for(edge.server)
+        evidence, same = self._judge_series(state, edge.red, settings, now_ns - settings.settle_ns)
+        failed = edge.exemplars.failed
+        last = state.result
+        # A healthy edge whose numbers did not change is judged as before: the same object
+        # (building a frozen dataclass is a sizeable part of a tick).
+        if (
+            not evidence
+            and not failed
+            and last is not None
+            and not last.evidence
+            and not last.failed_latencies_s
+            and (
+                same
+                or (
+                    last.calls == state.calls
+                    and last.failed == state.failed
+                    and last.server_halves == state.served
+                    and last.baseline_error_ratio == state.base_err
+                    and last.baseline_p95_s == state.base_p95
+                    and last.p95_s == state.quantile(0.95)
+                )
+            )
+        ):
+            return last
+        # Positional: keywords make a frozen dataclass slower still to build.
+        state.result = result = EdgeHealth(
+            edge.client,
+            edge.server,
+            max(e.health for e in evidence) if evidence else Health.HEALTHY,
+            evidence,
+            _earliest(evidence) if evidence else None,
+            state.calls,
+            state.failed,
+            state.error_ratio,
+            state.quantile(0.95),
+            state.base_err,
+            state.base_p95,
+            state.served,
+            tuple(sorted(lat for _, _, lat in failed)) if failed else (),
         )
+        return result
 
-    def _judge_node(self, node: NodeState, inbound: list[EdgeHealth], now_ns: int) -> NodeHealth:
-        policy = self.policy(node.name)
-        judged = self._judge_series(("n", node.name), node.served, policy, now_ns)
-        evidence = list(judged.evidence)
-        view = judged.view
+    def _judge_node(
+        self,
+        node: NodeState,
+        state: _SeriesState,
+        graph: ServiceGraph,
+        edges: Mapping[tuple[str, str], EdgeHealth],
+        now_ns: int,
+    ) -> NodeHealth:
+        settings = self._settings_for(node.name)
+        policy = settings.policy
+        eval_ns = now_ns - settings.settle_ns
+        judged, _ = self._judge_series(state, node.served, settings, eval_ns)
+        view = state
+        evidence = list(judged)
 
         misses = policy.heartbeat_misses
-        known = list(node.instances.values())
-        up = [i for i in known if now_ns - i.last_heartbeat_ns <= misses * i.interval_s * _NS]
-        # An instance that went silent before another one started was replaced (a restart, a
-        # rolling deploy: new processes get new instance ids), not lost.
-        newest_start = max((i.first_seen_ns for i in up), default=0)
-        instances = [i for i in known if i in up or i.last_heartbeat_ns >= newest_start]
-        if instances and not up:
-            evidence.append(
-                Evidence(
-                    signal=Signals.SERVICE_DOWN,
-                    health=Health.DOWN,
-                    value=0,
-                    baseline=float(len(instances)),
-                    threshold=1,
-                    onset_ns=max(i.last_heartbeat_ns for i in instances),
-                    detail=f"no heartbeat from any of {len(instances)} instance(s) for "
-                    f"{policy.heartbeat_misses} intervals",
+        known = node.instances
+        up = [
+            i for i in known.values() if now_ns - i.last_heartbeat_ns <= misses * i.interval_s * _NS
+        ]
+        if len(up) == len(known):
+            instances = up
+        else:
+            # An instance that went silent before another one started was replaced (a restart,
+            # a rolling deploy: new processes get new instance ids), not lost.
+            newest_start = max((i.first_seen_ns for i in up), default=0)
+            instances = [
+                i for i in known.values() if i in up or i.last_heartbeat_ns >= newest_start
+            ]
+            if not up:
+                evidence.append(
+                    Evidence(
+                        signal=Signals.SERVICE_DOWN,
+                        health=Health.DOWN,
+                        value=0,
+                        baseline=float(len(instances)),
+                        threshold=1,
+                        onset_ns=max(i.last_heartbeat_ns for i in instances),
+                        detail=f"no heartbeat from any of {len(instances)} instance(s) for "
+                        f"{policy.heartbeat_misses} intervals",
+                    )
                 )
-            )
-        elif len(up) < len(instances):
-            down = sorted({i.instance for i in instances} - {i.instance for i in up})
-            evidence.append(
-                Evidence(
-                    signal=Signals.INSTANCES_DOWN,
-                    health=Health.DEGRADED,
-                    value=float(len(down)),
-                    baseline=float(len(instances)),
-                    threshold=1,
-                    onset_ns=None,
-                    detail=f"{len(down)} of {len(instances)} instances down: {', '.join(down)}",
+            elif len(up) < len(instances):
+                down = sorted({i.instance for i in instances} - {i.instance for i in up})
+                evidence.append(
+                    Evidence(
+                        signal=Signals.INSTANCES_DOWN,
+                        health=Health.DEGRADED,
+                        value=float(len(down)),
+                        baseline=float(len(instances)),
+                        threshold=1,
+                        onset_ns=None,
+                        detail=f"{len(down)} of {len(instances)} instances down: {', '.join(down)}",
+                    )
                 )
-            )
-        busiest = max(up, key=lambda i: i.cpu_utilization or 0.0, default=None)
+        # The first busiest instance, as max() would pick it.
+        busiest: InstanceState | None = None
+        top = 0.0
+        for i in up:
+            cpu_i = i.cpu_utilization or 0.0
+            if busiest is None or cpu_i > top:
+                busiest, top = i, cpu_i
         cpu = busiest.cpu_utilization if busiest is not None else None
         if busiest is not None and cpu is not None and cpu >= policy.cpu_degraded:
             evidence.append(
@@ -527,49 +613,65 @@ class Detector:
         # Calls that failed with nobody answering (no server half) mean the service is gone,
         # whatever its last heartbeat says: judged on the recent half of the window, this names
         # a crash within seconds instead of waiting for heartbeats to be missed.
-        reports = bool(up) or view.server_latency.count > 0
-        recent = node.served.window(
-            now_ns - int(policy.settle_s * _NS), max(policy.window_s / 2, node.served.bucket_s)
-        )
-        unanswered = recent.calls - recent.server_latency.count
-        if (
-            node.kind is NodeKind.SERVICE
-            and recent.calls >= policy.min_calls
-            and unanswered >= 0.5 * recent.calls
-            and recent.failed >= 0.5 * recent.calls
-            and not any(e.signal == Signals.SERVICE_DOWN for e in evidence)
+        if node.kind is NodeKind.SERVICE and not any(
+            e.signal == Signals.SERVICE_DOWN for e in evidence
         ):
-            evidence.append(
-                Evidence(
-                    signal=Signals.UNREACHABLE,
-                    health=Health.DOWN,
-                    value=recent.failed / recent.calls,
-                    baseline=None,
-                    threshold=0.5,
-                    onset_ns=_earliest([ev for e in inbound for ev in e.evidence]),
-                    detail=f"{recent.failed}/{recent.calls} calls from its callers failed and "
-                    f"{unanswered} got no answer at all",
-                )
-            )
+            ev = self._judge_unreachable(node, view, policy, eval_ns, graph=graph, edges=edges)
+            if ev is not None:
+                evidence.append(ev)
 
-        health = max((e.health for e in evidence), default=Health.HEALTHY)
-        p95 = view.latency.quantile(0.95)
         return NodeHealth(
-            service=node.name,
-            kind=node.kind,
-            health=health,
-            evidence=tuple(evidence),
-            onset_ns=_earliest(evidence),
-            calls=view.calls,
-            failed=view.failed,
-            error_ratio=view.error_ratio,
-            rate_per_s=view.rate_per_s,
-            p95_s=p95,
-            baseline_error_ratio=judged.base_err,
-            baseline_p95_s=judged.base_p95,
-            instances_up=len(up),
-            instances=len(instances),
-            reports=reports,
+            node.name,
+            node.kind,
+            max(e.health for e in evidence) if evidence else Health.HEALTHY,
+            tuple(evidence),
+            _earliest(evidence) if evidence else None,
+            view.calls,
+            view.failed,
+            view.error_ratio,
+            view.rate_per_s,
+            view.quantile(0.95),
+            view.base_err,
+            view.base_p95,
+            len(up),
+            len(instances),
+            bool(up) or view.served > 0,
+        )
+
+    @staticmethod
+    def _judge_unreachable(
+        node: NodeState,
+        view: _SeriesState,
+        policy: DetectPolicy,
+        eval_ns: int,
+        *,
+        graph: ServiceGraph,
+        edges: Mapping[tuple[str, str], EdgeHealth],
+    ) -> Evidence | None:
+        served = node.served
+        recent_s = max(policy.window_s / 2, served.bucket_s)
+        bucket_ns = int(served.bucket_s * _NS)
+        # The recent half is the tail of the window: when the whole window failed too little,
+        # so did its tail, and reading it is skipped (the common, healthy case).
+        within = (eval_ns - int(recent_s * _NS)) // bucket_ns >= view.first
+        if within and view.failed < 0.5 * policy.min_calls:
+            return None
+        recent = served.window(eval_ns, recent_s)
+        if recent.calls < policy.min_calls or recent.failed < 0.5 * recent.calls:
+            return None
+        unanswered = recent.calls - recent.server_latency.count
+        if unanswered < 0.5 * recent.calls:
+            return None
+        inbound = [edges[(c, node.name)] for c in graph.callers(node.name)]
+        return Evidence(
+            signal=Signals.UNREACHABLE,
+            health=Health.DOWN,
+            value=recent.failed / recent.calls,
+            baseline=None,
+            threshold=0.5,
+            onset_ns=_earliest([ev for e in inbound for ev in e.evidence]),
+            detail=f"{recent.failed}/{recent.calls} calls from its callers failed and "
+            f"{unanswered} got no answer at all",
         )
 
 

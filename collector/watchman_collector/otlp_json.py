@@ -12,6 +12,10 @@ Spans are most of a trace request and `json_format` is pure Python, so plain spa
 integer enums, scalar attribute values) are built from keyword arguments instead; any other span
 goes through `json_format`, which gives the same message, only slower.
 
+`decode_trace_json` and `decode_metrics_json` go from OTLP/JSON straight to decode's records
+without any protobuf message (replay and the OTLP/HTTP receiver's JSON path use them), giving
+the records the `parse_*` → `decode_*` path gives and validating only what decode reads.
+
 `dump_request` writes one line in the Collector file exporter's format, which `parse_*` reads back
 to an equal message.
 """
@@ -24,6 +28,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -32,10 +37,23 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+
+from watchman_collector.decode import (
+    HEARTBEAT_METRIC,
+    UNKNOWN_SERVICE,
+    decode_metrics,
+    decode_trace_bytes,
+    decode_traces,
+)
+from watchman_collector.records import Batch, Heartbeat, Span, SpanKind
 
 __all__ = [
     "OTLPJSONError",
     "Signal",
+    "decode_metrics_json",
+    "decode_trace_json",
     "detect_signal",
     "dump_request",
     "parse_logs_request",
@@ -398,6 +416,651 @@ def detect_signal(obj_or_bytes: bytes | str | Mapping[str, Any]) -> Signal:
     raise OTLPJSONError(
         "not an OTLP export request: no resourceSpans, resourceMetrics or resourceLogs key"
     )
+
+
+# -- straight to records --------------------------------------------------------------------------
+#
+# `decode_trace_json` makes the records `decode_traces(parse_trace_request(data))` makes, without
+# the protobuf round trip (build the message, serialise it, parse it again with decode's reduced
+# schema), which was most of a replay's decode time. Each span is read optimistically from
+# the loaded dicts in the shape OTLP/JSON exporters write (camelCase keys, hex ids, integer enums,
+# string or integer attribute values); anything else about a span it reads (snake_case keys, enum
+# names, another AnyValue type in an attribute decode reads, a value of the wrong type) sends that
+# one span through the protobuf path, which gives the same record or the same `OTLPJSONError`.
+
+# The attribute keys decode reads, by span kind (docs/decode.md); all others are skipped unread.
+_CALLEE_KEYS = (
+    "peer.service",
+    "server.address",
+    "server.port",
+    "net.peer.name",
+    "net.peer.port",
+    "http.host",
+    "url.full",
+    "http.url",
+    "error.type",
+)
+_READ_KEYS: tuple[frozenset[str], ...] = (
+    frozenset({"error.type"}),  # UNSPECIFIED
+    frozenset({"error.type"}),  # INTERNAL
+    frozenset({"http.response.status_code", "http.status_code", "error.type"}),  # SERVER
+    frozenset({*_CALLEE_KEYS, "db.system.name", "db.system"}),  # CLIENT
+    frozenset({*_CALLEE_KEYS, "messaging.system"}),  # PRODUCER
+    frozenset({"messaging.system", "error.type"}),  # CONSUMER
+)
+_SERVER, _CLIENT, _PRODUCER, _CONSUMER = 2, 3, 4, 5  # Span.SpanKind on the wire
+_KINDS = tuple(SpanKind)
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+
+
+class _Unusual(Exception):
+    """The input is not in the plain shape read here: take the protobuf path instead."""
+
+
+def decode_trace_json(data: bytes | str | Mapping[str, Any]) -> Batch:
+    """`decode_traces(parse_trace_request(data))`, read straight from the JSON; same records.
+
+    Raises `OTLPJSONError` naming the path of the first bad value among those it reads (ids,
+    kind, times, status, links and the attributes decode uses; resource `service.name` and
+    `service.instance.id`); other fields (events, scope, trace state, attributes decode does
+    not use) are not validated. Spans with unusable ids are counted in `Batch.rejected`.
+    """
+    if isinstance(data, Mapping):
+        data = json.dumps(data)  # a private copy, and text to look for escapes in
+    if _may_hold_surrogates(data):
+        return _decode_with_surrogates(data)
+    obj = _load(data)
+    out: list[Span] = []
+    rejected = 0
+    reason = ""
+    for r_index, (rpath, rs) in enumerate(_items(obj, _RESOURCE_SPANS, "")):
+        service, instance = _resource_names(rs, rpath)
+        for spath, ss in _items(rs, _SCOPE_SPANS, rpath):
+            spans = ss.get("spans")
+            if spans is None:
+                continue
+            if type(spans) is not list:
+                raise OTLPJSONError(f"{spath}spans: expected a list, got {type(spans).__name__}")
+            for s_index, span in enumerate(spans):
+                record: Span | str | None
+                try:
+                    record = _read_span(span, service, instance)
+                except (_Unusual, LookupError, TypeError, ValueError, AttributeError):
+                    record = _read_span_slowly(span, f"{spath}spans[{s_index}]", service, instance)
+                if type(record) is Span:
+                    out.append(record)
+                    continue
+                rejected += 1
+                if not reason:
+                    problem = record if type(record) is str else _id_problem(span)
+                    reason = f"resource_spans[{r_index}] span {s_index}: {problem}"
+    return Batch(spans=out, rejected=rejected, reason=reason)
+
+
+# JSON can spell a lone UTF-16 surrogate (`"\\ud800"`), which Python strings hold but protobuf
+# strings refuse; a line that may contain one takes the protobuf path (escaped pairs, such as an
+# emoji written in ASCII, are read there too). Hex digits in escapes may be either case.
+def _may_hold_surrogates(data: bytes | str) -> bool:
+    # One memchr-fast scan for a backslash rules out most lines at once.
+    if isinstance(data, str):
+        return "\\" in data and ("\\ud" in data or "\\uD" in data)
+    return b"\\" in data and (b"\\ud" in data or b"\\uD" in data)
+
+
+def _decode_with_surrogates(data: bytes | str) -> Batch:
+    try:
+        return decode_traces(parse_trace_request(data))
+    except UnicodeEncodeError:
+        raise OTLPJSONError("a string holds an unpaired surrogate (\\ud800-\\udfff)") from None
+
+
+def _resource_names(rs: dict[str, Any], rpath: str) -> tuple[str, str]:
+    """`service.name` ("unknown_service" when missing or not a string) and `service.instance.id`."""
+    resource = rs.get("resource")
+    if resource is None:
+        return UNKNOWN_SERVICE, ""
+    try:
+        service = instance = ""
+        for kv in resource.get("attributes") or ():
+            key = kv.get("key")
+            if key == "service.name":
+                service = _plain_string(kv["value"])
+            elif key == "service.instance.id":
+                instance = _plain_string(kv["value"])
+    except (_Unusual, LookupError, TypeError, AttributeError):
+        return _resource_names_slowly(resource, rpath)
+    return service or UNKNOWN_SERVICE, instance
+
+
+def _plain_string(value: Any) -> str:
+    """A `{"stringValue": s}` AnyValue's `s`; `_Unusual` for anything else."""
+    if len(value) == 1:
+        text = value.get("stringValue")
+        if type(text) is str:
+            return text
+    raise _Unusual
+
+
+def _resource_names_slowly(resource: Any, rpath: str) -> tuple[str, str]:
+    """`_resource_names` through `json_format`: a resource value's `string_value`, or ""."""
+    holder = ResourceSpans()
+    _parse_dict({"resource": resource}, holder, rpath)  # in context: json_format's own verdict
+    names = {"service.name": "", "service.instance.id": ""}
+    for kv in holder.resource.attributes:  # the last of a repeated key wins, as in a map
+        if kv.key in names:
+            names[kv.key] = (
+                kv.value.string_value if kv.value.WhichOneof("value") == "string_value" else ""
+            )
+    return names["service.name"] or UNKNOWN_SERVICE, names["service.instance.id"]
+
+
+def _read_span(span: dict[str, Any], service: str, instance: str) -> Span | None:
+    """The record of a plain span, None when its ids make it unusable; raises `_Unusual`."""
+    value = span["traceId"]
+    if type(value) is not str or len(value) != 32:
+        raise _Unusual
+    trace_id = bytes.fromhex(value)
+    value = span["spanId"]
+    if type(value) is not str or len(value) != 16:
+        raise _Unusual
+    span_id = bytes.fromhex(value)
+    if len(trace_id) != 16 or len(span_id) != 8 or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None  # fromhex skips whitespace, so 32 characters can still be 15 bytes
+    value = span.get("parentSpanId")
+    if value is None:
+        parent = b"" if "parent_span_id" not in span else _unusual()
+    elif type(value) is str and len(value) == 16:
+        parent = bytes.fromhex(value)
+        if len(parent) != 8 or parent == _ZERO_SPAN:
+            parent = b""  # unusable: the span counts as a root, as decode reads it
+    elif value == "":
+        parent = b""
+    else:
+        raise _Unusual
+    name = span.get("name")
+    if name is None:
+        name = ""
+    elif type(name) is not str:
+        raise _Unusual
+    kind = span.get("kind")
+    if kind is None:
+        kind = 0
+    elif type(kind) is not int or not 0 <= kind <= 5:  # SpanKind's wire values
+        raise _Unusual
+    # Times are decimal strings as exporters write them; fewer than 20 digits always fit a
+    # uint64. A digit int() refuses ("²" passes isdigit) sends the span down the protobuf path.
+    value = span.get("startTimeUnixNano")
+    if type(value) is str and value.isdigit() and len(value) < 20:
+        start_ns = int(value)
+    else:
+        start_ns = _uint64(value, span, "start_time_unix_nano")
+    value = span.get("endTimeUnixNano")
+    if type(value) is str and value.isdigit() and len(value) < 20:
+        end_ns = int(value)
+    else:
+        end_ns = _uint64(value, span, "end_time_unix_nano")
+
+    status = span.get("status")
+    if status is None:
+        failed = False
+    else:
+        code = status.get("code")
+        if code is None:
+            failed = False
+        elif type(code) is int and 0 <= code <= 2:
+            failed = code == 2
+        else:
+            raise _Unusual
+
+    # decode reads only the attributes pair uses for the span's kind (docs/decode.md): a caller
+    # names its callee, a SERVER span needs its HTTP status, a CONSUMER its messaging system and
+    # links, and a failed span its error.type. The same precedence and fallbacks here.
+    peer_service = server_address = server_port = db_system = None
+    messaging_system = http_status = error_type = None
+    links: tuple[tuple[bytes, bytes], ...] = ()
+    attributes = span.get("attributes")
+    found: dict[str, Any] = {}
+    if attributes:
+        wanted = _READ_KEYS[kind]
+        for kv in attributes:
+            key = kv["key"]
+            if key in wanted:
+                found[key] = kv["value"]  # the last of a repeated key wins, as in a map
+    elif attributes is not None and attributes != []:
+        raise _Unusual  # 0, "", {}: not a list, which the protobuf path refuses
+    get = found.get
+    if kind in (_CLIENT, _PRODUCER):
+        if found:
+            value = get("peer.service")
+            if value is not None:
+                peer_service = _text(value)
+            value = get("server.port")
+            if value is not None:
+                number = value.get("intValue") if len(value) == 1 else None
+                if type(number) is str and number.isdigit() and len(number) < 19:
+                    server_port = int(number)  # the usual case, inline
+                else:
+                    server_port = _number(value)
+            if server_port is None:
+                value = get("net.peer.port")
+                if value is not None:
+                    server_port = _number(value)
+            value = get("server.address")
+            if value is not None:
+                text = value.get("stringValue") if len(value) == 1 else None
+                server_address = text if type(text) is str and text else _text(value)
+            if server_address is None:
+                value = get("net.peer.name")
+                if value is not None:
+                    server_address = _text(value)
+                if server_address is None:
+                    server_address, server_port = _address_fallback(get, server_port)
+            if kind == _CLIENT:
+                value = get("db.system.name")
+                if value is not None:
+                    db_system = _text(value)
+                if db_system is None:
+                    value = get("db.system")
+                    if value is not None:
+                        db_system = _text(value)
+            else:
+                value = get("messaging.system")
+                if value is not None:
+                    messaging_system = _text(value)
+            # A caller's error.type is read even when it did not fail (decode's rule).
+            value = get("error.type")
+            if value is not None:
+                error_type = _text(value)
+    else:
+        if kind == _SERVER:
+            value = get("http.response.status_code")
+            if value is not None:
+                number = value.get("intValue") if len(value) == 1 else None
+                if type(number) is str and number.isdigit() and len(number) < 19:
+                    http_status = int(number)  # the usual case, inline
+                else:
+                    http_status = _number(value)
+            if http_status is None:
+                value = get("http.status_code")
+                if value is not None:
+                    http_status = _number(value)
+            if http_status is not None and http_status >= 500:
+                failed = True
+        elif kind == _CONSUMER:
+            value = get("messaging.system")
+            if value is not None:
+                messaging_system = _text(value)
+            value = span.get("links")
+            if value:
+                links = tuple(_read_links(value))
+            elif value is not None and value != []:
+                raise _Unusual
+        if failed:
+            value = get("error.type")
+            if value is not None:
+                error_type = _text(value)
+    return Span(
+        trace_id,
+        span_id,
+        parent,
+        service,
+        instance,
+        _KINDS[kind],
+        start_ns,
+        end_ns,
+        failed,
+        name,
+        peer_service,
+        server_address,
+        server_port,
+        db_system,
+        messaging_system,
+        http_status,
+        error_type,
+        links,
+    )
+
+
+def _unusual() -> Any:
+    raise _Unusual
+
+
+def _uint64(value: Any, span: dict[str, Any], snake: str) -> int:
+    """A uint64 field from an integer or a decimal string; absent is 0 (unless spelt `snake`)."""
+    if value is None:
+        if snake in span:
+            raise _Unusual
+        return 0
+    if type(value) is str:
+        if value.isascii() and value.isdigit():
+            number = int(value)
+            if number < _U64:
+                return number
+    elif type(value) is int and 0 <= value < _U64:
+        return value
+    raise _Unusual
+
+
+def _int64(value: Any) -> int:
+    if type(value) is str:
+        body = value[1:] if value[:1] == "-" else value
+        if body.isascii() and body.isdigit():
+            number = int(value)
+            if -_I64 <= number < _I64:
+                return number
+    elif type(value) is int and -_I64 <= value < _I64:
+        return value
+    raise _Unusual
+
+
+def _text(value: Any) -> str | None:
+    """decode's reading of an AnyValue as text: a non-empty string, or an integer in decimal."""
+    if len(value) == 1:
+        text = value.get("stringValue")
+        if type(text) is str:
+            return text or None
+        number = value.get("intValue")
+        if number is not None:
+            return str(_int64(number))
+    raise _Unusual
+
+
+def _number(value: Any) -> int | None:
+    """decode's reading of an AnyValue as a number: an integer, or a string `int()` reads."""
+    if len(value) == 1:
+        number = value.get("intValue")
+        if number is not None:
+            return _int64(number)
+        text = value.get("stringValue")
+        if type(text) is str:
+            try:
+                return int(text)
+            except ValueError:
+                return None
+    raise _Unusual
+
+
+def _host_of(value: str, *, is_url: bool) -> tuple[str | None, int | None]:
+    """Host and port of `http.host` ("host[:port]") or of a URL, as decode reads them."""
+    try:
+        parts = urlsplit(value if is_url else "//" + value)
+    except ValueError:
+        return None, None
+    try:
+        port = parts.port
+    except ValueError:  # out of range or not a number: keep the host anyway
+        port = None
+    return parts.hostname or None, port
+
+
+def _address_fallback(get: Any, port: int | None) -> tuple[str | None, int | None]:
+    """Server address (and port, if still unknown) from `http.host`, else from the URL."""
+    address: str | None = None
+    value = get("http.host")
+    host = _text(value) if value is not None else None
+    if host is not None:
+        address, host_port = _host_of(host, is_url=False)
+        if port is None:
+            port = host_port
+    if address is None:
+        value = get("url.full")
+        url = _text(value) if value is not None else None
+        if url is None:
+            value = get("http.url")
+            url = _text(value) if value is not None else None
+        if url is not None:
+            address, host_port = _host_of(url, is_url=True)
+            if port is None:
+                port = host_port
+    return address, port
+
+
+def _read_links(links: list[Any]) -> list[tuple[bytes, bytes]]:
+    out = []
+    for link in links:
+        trace_hex = link["traceId"]
+        span_hex = link["spanId"]
+        if type(trace_hex) is not str or len(trace_hex) != 32:
+            raise _Unusual
+        if type(span_hex) is not str or len(span_hex) != 16:
+            raise _Unusual
+        trace_id = bytes.fromhex(trace_hex)
+        span_id = bytes.fromhex(span_hex)
+        if len(trace_id) == 16 and len(span_id) == 8:  # decode drops links it cannot use
+            out.append((trace_id, span_id))
+    return out
+
+
+def _read_span_slowly(span: Any, path: str, service: str, instance: str) -> Span | str:
+    """The record of any span through the protobuf path, or why it is unusable."""
+    if type(span) is not dict:
+        raise OTLPJSONError(f"{path}: expected an object, got {type(span).__name__}")
+    message = PbSpan()
+    kwargs = _span_kwargs(span, path + ".")
+    if kwargs is not None:
+        message = PbSpan(**kwargs)
+    else:
+        _parse_span_slowly(span, path + ".", message)
+    request = ExportTraceServiceRequest()
+    request.resource_spans.add().scope_spans.add().spans.append(message)
+    batch = decode_trace_bytes(request.SerializeToString())
+    if not batch.spans:
+        return batch.reason.partition(": ")[2]  # decode's reason without its own indices
+    record = batch.spans[0]
+    record.service = service  # still being made: no stage has seen it
+    record.instance = instance
+    return record
+
+
+def _id_problem(span: dict[str, Any]) -> str:
+    """Why the plain path found a span's ids unusable, in decode's words."""
+    trace_id = bytes.fromhex(span["traceId"])
+    span_id = bytes.fromhex(span["spanId"])
+    if len(trace_id) != 16:
+        return f"trace_id must be 16 bytes, got {len(trace_id)}"
+    if trace_id == _ZERO_TRACE:
+        return "trace_id is all zero"
+    if len(span_id) != 8:
+        return f"span_id must be 8 bytes, got {len(span_id)}"
+    return "span_id is all zero"
+
+
+# -- metrics straight to heartbeats ---------------------------------------------------------------
+
+# Resource-side usage metrics a heartbeat carries, and the `Heartbeat` field each fills (decode's).
+_USAGE_METRICS = {
+    "process.cpu.utilization": "cpu_utilization",
+    "process.memory.usage": "memory_bytes",
+    "process.thread.count": "threads",
+    "watchman.inflight_requests": "inflight",
+}
+# A metric's data oneof: its JSON keys and the proto field name decode reports.
+_METRIC_KINDS = {
+    "gauge": "gauge",
+    "sum": "sum",
+    "histogram": "histogram",
+    "exponentialHistogram": "exponential_histogram",
+    "exponential_histogram": "exponential_histogram",
+    "summary": "summary",
+}
+
+
+def decode_metrics_json(data: bytes | str | Mapping[str, Any]) -> Batch:
+    """`decode_metrics(parse_metrics_request(data))`, read straight from the JSON; same heartbeats.
+
+    Reads the `watchman.heartbeat` points and the newest usage points beside them, as decode
+    does; any other metric is skipped unread (and not validated). A request in another shape
+    than exporters write goes through the protobuf path as a whole. Raises `OTLPJSONError`.
+    """
+    if isinstance(data, Mapping):
+        data = json.dumps(data)
+    if _may_hold_surrogates(data):
+        return _decode_metrics_slowly(data)
+    obj = _load(data)
+    try:
+        return _read_metrics(obj)
+    except (_Unusual, LookupError, TypeError, ValueError, AttributeError, OverflowError):
+        return _decode_metrics_slowly(data)
+
+
+def _decode_metrics_slowly(data: bytes | str) -> Batch:
+    try:
+        return decode_metrics(parse_metrics_request(data))
+    except UnicodeEncodeError:
+        raise OTLPJSONError("a string holds an unpaired surrogate (\\ud800-\\udfff)") from None
+
+
+def _read_metrics(obj: dict[str, Any]) -> Batch:
+    """decode_metrics over the loaded document in the plain shape; raises `_Unusual` otherwise."""
+    heartbeats: list[Heartbeat] = []
+    rejected = 0
+    reason = ""
+    for r_index, rm in enumerate(_plain_list(obj, "resourceMetrics", "resource_metrics")):
+        beats: list[dict[str, Any]] = []
+        usage: dict[str, float] = {}
+        usage_time: dict[str, int] = {}
+        for sm in _plain_list(rm, "scopeMetrics", "scope_metrics"):
+            for metric in _plain_list(sm, "metrics", "metrics"):
+                name = metric.get("name")
+                if name is not None and type(name) is not str:
+                    raise _Unusual
+                if name == HEARTBEAT_METRIC:
+                    which, points = _metric_points(metric)
+                    if which in ("gauge", "sum"):
+                        beats.extend(points)
+                    else:
+                        rejected += 1
+                        if not reason:
+                            reason = (
+                                f"resource_metrics[{r_index}]: {HEARTBEAT_METRIC} must be a "
+                                f"gauge, got {which or 'no data'}"
+                            )
+                    continue
+                field = _USAGE_METRICS.get(name or "")
+                if field is None:
+                    continue
+                which, points = _metric_points(metric)
+                if which not in ("gauge", "sum"):
+                    continue
+                best: dict[str, Any] | None = None
+                best_time = 0
+                for point in points:  # the newest point, the last of equal times
+                    time_ns = _point_time(point)
+                    if best is None or time_ns >= best_time:
+                        best, best_time = point, time_ns
+                if best is None:
+                    continue
+                value = _point_value(best)
+                if value is None:
+                    continue
+                if field not in usage_time or best_time >= usage_time[field]:
+                    usage[field] = value
+                    usage_time[field] = best_time
+        if not beats:
+            continue
+        service, instance, host = _metric_resource_names(rm)
+        cpu = usage.get("cpu_utilization")
+        ints = {f: int(v) for f, v in usage.items() if f != "cpu_utilization"}
+        for point in beats:
+            uptime = _point_value(point)
+            if uptime is None:
+                rejected += 1
+                if not reason:
+                    reason = f"resource_metrics[{r_index}]: {HEARTBEAT_METRIC} point has no value"
+                continue
+            heartbeats.append(
+                Heartbeat(
+                    service=service,
+                    instance=instance,
+                    time_ns=_point_time(point),
+                    uptime_s=uptime,
+                    cpu_utilization=cpu,
+                    memory_bytes=ints.get("memory_bytes"),
+                    threads=ints.get("threads"),
+                    inflight=ints.get("inflight"),
+                    host=host,
+                )
+            )
+    return Batch(heartbeats=heartbeats, rejected=rejected, reason=reason)
+
+
+def _plain_list(obj: dict[str, Any], camel: str, snake: str) -> list[Any]:
+    """A repeated field under its camelCase key; absent is empty; anything else is unusual."""
+    value = obj.get(camel)
+    if value is None:
+        if snake in obj and snake != camel:
+            raise _Unusual
+        return []
+    if type(value) is not list:
+        raise _Unusual
+    for item in value:
+        if type(item) is not dict:
+            raise _Unusual
+    return value
+
+
+def _metric_points(metric: dict[str, Any]) -> tuple[str | None, list[Any]]:
+    """Which data the metric holds (decode's name for it) and, for gauge and sum, its points."""
+    which: str | None = None
+    data: Any = None
+    for key, name in _METRIC_KINDS.items():
+        value = metric.get(key)
+        if value is not None:
+            if which is not None:
+                raise _Unusual  # two of a oneof: the protobuf path refuses it
+            which, data = name, value
+    if which is None:
+        return None, []
+    if type(data) is not dict:
+        raise _Unusual
+    if which not in ("gauge", "sum"):
+        return which, []
+    return which, _plain_list(data, "dataPoints", "data_points")
+
+
+def _point_time(point: dict[str, Any]) -> int:
+    value = point.get("timeUnixNano")
+    if type(value) is str and value.isdigit() and len(value) < 20:
+        return int(value)
+    return _uint64(value, point, "time_unix_nano")
+
+
+def _point_value(point: dict[str, Any]) -> float | None:
+    """A number data point's value as decode reads it: `asDouble`, or `asInt` as a float."""
+    double = point.get("asDouble")
+    number = point.get("asInt")
+    if double is None and number is None:
+        if "as_double" in point or "as_int" in point:
+            raise _Unusual
+        return None
+    if double is not None:
+        if number is not None or type(double) not in (float, int):
+            raise _Unusual
+        value = float(double)  # OverflowError for a huge integer: the protobuf path decides
+        if not math.isfinite(value):
+            raise _Unusual  # a bare NaN or Infinity, which json_format refuses
+        return value
+    return float(_int64(number))
+
+
+def _metric_resource_names(rm: dict[str, Any]) -> tuple[str, str, str | None]:
+    """service.name, service.instance.id and host.name as decode reads them from a resource."""
+    service = UNKNOWN_SERVICE
+    instance = ""
+    host: str | None = None
+    resource = rm.get("resource")
+    if resource is None:
+        return service, instance, host
+    for kv in resource.get("attributes") or ():
+        key = kv.get("key")
+        if key == "service.name":
+            service = _plain_string(kv["value"]) or UNKNOWN_SERVICE
+        elif key == "service.instance.id":
+            instance = _plain_string(kv["value"])
+        elif key == "host.name":
+            host = _plain_string(kv["value"]) or None
+    return service, instance, host
 
 
 # -- dumping --------------------------------------------------------------------------------------

@@ -36,13 +36,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from watchman_collector.decode import decode_metrics, decode_trace_bytes, decode_traces
+from watchman_collector.decode import decode_metrics, decode_trace_bytes
 from watchman_collector.intake import Limits, ReceiverStats, Sink, Transport
 from watchman_collector.otlp_json import (
     OTLPJSONError,
+    decode_metrics_json,
+    decode_trace_json,
     parse_logs_request,
-    parse_metrics_request,
-    parse_trace_request,
 )
 from watchman_collector.records import Batch
 
@@ -81,21 +81,17 @@ def _decode(signal: str, encoding: str, body: bytes) -> tuple[Batch, Message]:
     """Parse and decode one body; returns the batch and the (empty) response to fill."""
     try:
         if signal == "traces":
-            # Protobuf goes straight from the bytes, as on gRPC: a full parse would only be
-            # serialised again for the reduced-schema decoder.
-            batch = (
-                decode_trace_bytes(body)
-                if encoding == PROTOBUF
-                else decode_traces(parse_trace_request(body))
-            )
+            # Both encodings go straight to records: protobuf from the bytes, as on gRPC, and
+            # JSON from the loaded document, neither through a full protobuf message.
+            batch = decode_trace_bytes(body) if encoding == PROTOBUF else decode_trace_json(body)
             return batch, ExportTraceServiceResponse()
         if signal == "metrics":
-            metrics = (
-                ExportMetricsServiceRequest.FromString(body)
+            batch = (
+                decode_metrics(ExportMetricsServiceRequest.FromString(body))
                 if encoding == PROTOBUF
-                else parse_metrics_request(body)
+                else decode_metrics_json(body)
             )
-            return decode_metrics(metrics), ExportMetricsServiceResponse()
+            return batch, ExportMetricsServiceResponse()
         if encoding == PROTOBUF:
             ExportLogsServiceRequest.FromString(body)
         else:

@@ -58,8 +58,11 @@ class NodeKind(StrEnum):
 class Span:
     """The part of one OTLP span that later stages use.
 
-    Optional attributes are `None` when absent. `failed` is the span's status ERROR, or for a
-    SERVER span an HTTP status ≥ 500 (client 4xx is the caller's problem, not the server's).
+    Optional attributes are `None` when absent. Decode reads each only for the span kinds that
+    pair uses it for (docs/decode.md): the peer's names for CLIENT/PRODUCER, `http_status` for
+    SERVER, `links` for CONSUMER, `error_type` for callers and failed spans. `failed` is the
+    span's status ERROR, or for a SERVER span an HTTP status ≥ 500 (client 4xx is the caller's
+    problem, not the server's).
     """
 
     trace_id: bytes  # 16 bytes

@@ -109,54 +109,76 @@ def test_sdk_spans_decode_to_records() -> None:
 
 def test_reads_the_stable_attributes() -> None:
     """peer.service, server.*, db, messaging, HTTP status and error.type are read."""
-    span = _one(
+    client = _one(
         _pb_span(
             peer__service="payments",
             server__address="pay.internal",
             server__port=8443,
-            messaging__system="kafka",
-            http__response__status_code=502,
+            db__system__name="postgresql",
             error__type="timeout",
             unrelated="x",
         )
     )
-    assert span.peer_service == "payments"
-    assert (span.server_address, span.server_port) == ("pay.internal", 8443)
-    assert span.messaging_system == "kafka"
-    assert span.http_status == 502
-    assert span.error_type == "timeout"
-    assert span.failed is False  # a CLIENT span's 5xx is not its own failure
+    assert client.peer_service == "payments"
+    assert (client.server_address, client.server_port) == ("pay.internal", 8443)
+    assert client.db_system == "postgresql"
+    assert client.error_type == "timeout"
+    producer = _one(_pb_span(kind=PbSpan.SPAN_KIND_PRODUCER, messaging__system="kafka"))
+    assert producer.messaging_system == "kafka"
+    consumer = _one(_pb_span(kind=PbSpan.SPAN_KIND_CONSUMER, messaging__system="kafka"))
+    assert consumer.messaging_system == "kafka"
+    server = _one(
+        _pb_span(kind=PbSpan.SPAN_KIND_SERVER, http__response__status_code=502, error__type="500")
+    )
+    assert (server.http_status, server.failed, server.error_type) == (502, True, "500")
+
+
+def test_reads_only_what_the_kind_needs() -> None:
+    """Callers' peer attributes, SERVER status, error.type of failed spans; nothing else."""
+    peer: dict[str, Any] = {
+        "peer__service": "p",
+        "server__address": "h",
+        "server__port": 80,
+        "error__type": "x",
+    }
+    server = _one(_pb_span(kind=PbSpan.SPAN_KIND_SERVER, http__response__status_code=200, **peer))
+    assert (server.peer_service, server.server_address, server.server_port) == (None, None, None)
+    assert (server.http_status, server.error_type) == (200, None)  # not failed: no error.type
+    internal = _one(_pb_span(kind=PbSpan.SPAN_KIND_INTERNAL, error=True, **peer))
+    assert (internal.server_address, internal.error_type) == (None, "x")
+    client = _one(_pb_span(http__response__status_code=503, messaging__system="kafka", **peer))
+    assert (client.http_status, client.messaging_system) == (None, None)
+    assert (client.peer_service, client.error_type) == ("p", "x")  # read for callers always
+    producer = _one(_pb_span(kind=PbSpan.SPAN_KIND_PRODUCER, db__system__name="redis"))
+    assert producer.db_system is None
 
 
 def test_old_semconv_fallbacks() -> None:
     """net.peer.name/port, db.system and http.status_code stand in for the stable names."""
-    span = _one(
-        _pb_span(
-            kind=PbSpan.SPAN_KIND_SERVER,
-            net__peer__name="db1",
-            net__peer__port="5432",
-            db__system="mysql",
-            http__status_code=500,
-        )
-    )
-    assert (span.server_address, span.server_port) == ("db1", 5432)
-    assert span.db_system == "mysql"
-    assert (span.http_status, span.failed) == (500, True)
+    client = _one(_pb_span(net__peer__name="db1", net__peer__port="5432", db__system="mysql"))
+    assert (client.server_address, client.server_port) == ("db1", 5432)
+    assert client.db_system == "mysql"
+    server = _one(_pb_span(kind=PbSpan.SPAN_KIND_SERVER, http__status_code=500))
+    assert (server.http_status, server.failed) == (500, True)
 
 
 def test_stable_names_win_over_old_ones() -> None:
     """When both are present, the stable attribute is used, whatever the order."""
-    span = _one(
+    client = _one(
         _pb_span(
             net__peer__name="old",
             server__address="new",
             db__system="old-db",
             db__system__name="new-db",
-            http__status_code=200,
-            http__response__status_code=404,
         )
     )
-    assert (span.server_address, span.db_system, span.http_status) == ("new", "new-db", 404)
+    assert (client.server_address, client.db_system) == ("new", "new-db")
+    server = _one(
+        _pb_span(
+            kind=PbSpan.SPAN_KIND_SERVER, http__status_code=200, http__response__status_code=404
+        )
+    )
+    assert server.http_status == 404
 
 
 def test_address_from_http_host_and_url() -> None:
@@ -330,10 +352,11 @@ def test_odd_attribute_values_do_not_raise() -> None:
         KeyValue(key="url.full", value=AnyValue(string_value="http://[::1")),
         KeyValue(key="http.host", value=AnyValue(string_value="h:99999999")),
     ]
-    span = _pb_span(kind=PbSpan.SPAN_KIND_SERVER)
-    span.attributes.extend(odd)
-    record = _one(span)
-    assert (record.server_port, record.http_status, record.server_address) == (None, None, "h")
+    client, server = _pb_span(), _pb_span(kind=PbSpan.SPAN_KIND_SERVER)
+    client.attributes.extend(odd)
+    server.attributes.extend(odd)
+    assert (_one(client).server_port, _one(client).server_address) == (None, "h")
+    assert _one(server).http_status is None
 
 
 def test_random_protobuf_never_raises_past_decode_error() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from watchman_collector.detect import Detection, Detector, Health, Signals
+from watchman_collector.detect import Detection, Detector, Health, PolicyBook, Signals
 from watchman_collector.graph import ServiceGraph
 from watchman_collector.records import Call, ConnectionType
 from watchman_collector.rules import parse_rules
@@ -122,3 +122,123 @@ def test_recovery_returns_to_healthy() -> None:
     shop.services["payments"].error_ratio = 0.0
     detection = run_and_judge(shop, detector, 60)
     assert detection.unhealthy() == []
+
+
+def fresh_numbers(graph: ServiceGraph, now_ns: int) -> dict[object, tuple[object, ...]]:
+    """Each node's and edge's window numbers read afresh with `RedSeries.window`."""
+    eval_ns = now_ns - 10 * NS
+    out: dict[object, tuple[object, ...]] = {}
+    for edge in graph.edges():
+        view = edge.red.window(eval_ns, 30.0)
+        out[edge.client, edge.server] = (
+            view.calls,
+            view.failed,
+            view.error_ratio,
+            view.latency.quantile(0.95),
+            view.server_latency.count,
+        )
+    for node in graph.nodes():
+        view = node.served.window(eval_ns, 30.0)
+        out[node.name] = (
+            view.calls,
+            view.failed,
+            view.error_ratio,
+            view.latency.quantile(0.95),
+            view.rate_per_s,
+        )
+    return out
+
+
+def judged_numbers(detection: Detection) -> dict[object, tuple[object, ...]]:
+    """The same numbers as the detector reported them."""
+    out: dict[object, tuple[object, ...]] = {
+        key: (e.calls, e.failed, e.error_ratio, e.p95_s, e.server_halves)
+        for key, e in detection.edges.items()
+    }
+    for name, n in detection.nodes.items():
+        out[name] = (n.calls, n.failed, n.error_ratio, n.p95_s, n.rate_per_s)
+    return out
+
+
+def test_kept_window_numbers_equal_a_fresh_read_on_every_tick() -> None:
+    """Through faults and recovery, every tick's numbers equal a fresh read of each window."""
+    shop = Shop(seed=3)
+    detector = Detector()
+    mismatches: list[int] = []
+    unhealthy = 0
+
+    def tick(s: int) -> None:
+        nonlocal unhealthy
+        if s % 5 == 0:
+            detection = detector.evaluate(shop.graph, shop.now_ns)
+            if judged_numbers(detection) != fresh_numbers(shop.graph, shop.now_ns):
+                mismatches.append(s)
+            unhealthy += len(detection.unhealthy())
+
+    shop.run(200, every_second=tick)
+    shop.services["payments"].error_ratio = 0.4
+    shop.services["catalog"].latency_s = 0.4
+    shop.run(60, every_second=tick)
+    shop.services["payments"].error_ratio = 0.0
+    shop.services["catalog"].latency_s = 0.02
+    shop.services["recommend"].down = True
+    shop.run(60, every_second=tick)
+    assert mismatches == []
+    assert unhealthy > 0  # the faults were judged, not only healthy windows
+
+
+def test_late_calls_into_the_window_are_counted_at_the_next_tick() -> None:
+    """Calls arriving late into buckets already judged change the next tick's numbers."""
+    graph = ServiceGraph()
+    calls = [
+        Call("a", "b", ConnectionType.DIRECT, T0 + i * NS // 2, 0.01, 0.009, False, bytes(16))
+        for i in range(80)
+    ]
+    graph.add_calls(calls)
+    detector = Detector()
+    now = T0 + 50 * NS
+    first = detector.evaluate(graph, now)
+    late = [
+        Call("a", "b", ConnectionType.DIRECT, T0 + 25 * NS, 0.5, None, True, bytes(16))
+        for _ in range(30)
+    ]
+    graph.add_calls(late)
+    again = detector.evaluate(graph, now)
+    assert again.edges["a", "b"].calls == first.edges["a", "b"].calls + 30
+    assert judged_numbers(again) == fresh_numbers(graph, now)
+    assert again.edges["a", "b"].server_halves == first.edges["a", "b"].server_halves
+    assert again.edges["a", "b"].health >= Health.FAILING
+
+
+def test_new_rules_apply_at_the_next_tick() -> None:
+    """A detector given other rules judges unchanged windows by them at once."""
+    shop = Shop()
+    detector = Detector()
+    run_and_judge(shop, detector, 300)
+    shop.services["payments"].error_ratio = 0.5
+    detection = run_and_judge(shop, detector, 40)
+    assert detection.nodes["payments"].health is Health.FAILING
+    rules = parse_rules(
+        {"services": {"payments": {"thresholds": {"error_ratio": {"failing": 0.9}}}}}
+    )
+    detector.policy = PolicyBook(rules)
+    again = detector.evaluate(shop.graph, shop.now_ns)
+    assert again.nodes["payments"].health is Health.DEGRADED
+
+
+def test_an_idle_series_keeps_its_numbers_and_its_rate_moves() -> None:
+    """Ticks over a series that takes no more calls give a fresh read's numbers, rate included."""
+    graph = ServiceGraph()
+    graph.add_calls(
+        Call("a", "b", ConnectionType.DIRECT, T0 + i * NS // 4, 0.02, 0.019, i % 9 == 0, bytes(16))
+        for i in range(100)
+    )
+    detector = Detector()
+    rates = []
+    for s in range(30, 80, 5):
+        now = T0 + s * NS
+        detection = detector.evaluate(graph, now)
+        assert judged_numbers(detection) == fresh_numbers(graph, now)
+        rates.append(detection.nodes["b"].rate_per_s)
+    assert len(set(rates)) > 2
+    assert rates[-1] == 0.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import networkx as nx
 import pytest
 from watchman_collector.graph import OVERFLOW, ServiceGraph
@@ -238,3 +240,46 @@ def test_old_exemplars_are_forgotten_on_expire():
     assert edge is not None
     assert [e[0] for e in edge.exemplars.failed] == [(b"\x01" * 16).hex()]
     assert [e[0] for e in edge.exemplars.slowest] == [(b"\x01" * 16).hex()]
+
+
+def test_edge_and_node_series_count_as_red_series_add_would():
+    """add_calls' inlined counting leaves each edge's and node's series as RedSeries.add would."""
+    from watchman_collector.stats import RedSeries
+
+    graph = ServiceGraph(allowed_lateness_s=120)
+    rng = random.Random(11)
+    edge_ref: dict[tuple[str, str], RedSeries] = {}
+    node_ref: dict[str, RedSeries] = {}
+    now = 0  # the graph's watermark before its first call
+    batch = []
+    for i in range(3000):
+        t = T0 + i * 100_000_000 - rng.choice((0, 0, 3, 30, 150)) * S
+        client, server = rng.choice((("a", "b"), ("a", "c"), ("b", "c")))
+        c = call(
+            client,
+            server,
+            t=t,
+            failed=rng.random() < 0.1,
+            client_s=rng.choice((None, rng.uniform(-0.001, 2.0))),
+            server_s=rng.choice((None, rng.uniform(0.0, 1.0))) if i % 3 else 0.01,
+        )
+        batch.append(c)
+        now = max(now, t)
+        ref = edge_ref.setdefault((client, server), RedSeries())
+        if ref.add(t, c.failed, c.client_latency_s, c.server_latency_s, now, 120):
+            node_ref.setdefault(server, RedSeries()).add(
+                t, c.failed, c.client_latency_s, c.server_latency_s, now, 120
+            )
+        if len(batch) == 100:
+            graph.add_calls(batch)
+            batch = []
+    pairs = [(graph.edge(*k).red, v) for k, v in edge_ref.items()]  # type: ignore[union-attr]
+    pairs += [(graph.node(k).served, v) for k, v in node_ref.items()]  # type: ignore[union-attr]
+    for got, want in pairs:
+        assert (got.total_calls, got.total_failed) == (want.total_calls, want.total_failed)
+        assert got.total_client == want.total_client
+        for seconds in (30, 120, 900):
+            g, w = got.window(now, seconds), want.window(now, seconds)
+            assert (g.calls, g.failed) == (w.calls, w.failed)
+            assert g.latency == w.latency
+            assert g.server_latency == w.server_latency

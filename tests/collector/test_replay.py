@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
+import io
 import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import pytest
+from watchman_collector import replay
 from watchman_collector.cli import main
+from watchman_collector.decode import decode_metrics, decode_traces
+from watchman_collector.otlp_json import parse_metrics_request, parse_trace_request
 from watchman_collector.replay import Replayer, ReplayError, summarize
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
 
 
-def attr(key, value):
+def attr(key: str, value: str | int) -> dict[str, Any]:
     if isinstance(value, int):
         return {"key": key, "value": {"intValue": str(value)}}
     return {"key": key, "value": {"stringValue": value}}
 
 
-def span(trace, span_id, parent, kind, start_ms, dur_ms, *, error=False, attrs=()):
+def span(
+    trace: int,
+    span_id: int,
+    parent: int,
+    kind: int,
+    start_ms: int,
+    dur_ms: int,
+    *,
+    error: bool = False,
+    attrs: Iterable[tuple[str, str | int]] = (),
+) -> dict[str, Any]:
     return {
         "traceId": f"{trace:032x}",
         "spanId": f"{span_id:016x}",
@@ -33,7 +51,7 @@ def span(trace, span_id, parent, kind, start_ms, dur_ms, *, error=False, attrs=(
     }
 
 
-def traces_line(service, spans):
+def traces_line(service: str, spans: list[dict[str, Any]]) -> str:
     return json.dumps(
         {
             "resourceSpans": [
@@ -51,7 +69,7 @@ def traces_line(service, spans):
     )
 
 
-def heartbeat_line(service, at_ms, uptime_s):
+def heartbeat_line(service: str, at_ms: int, uptime_s: float) -> str:
     return json.dumps(
         {
             "resourceMetrics": [
@@ -85,7 +103,7 @@ def heartbeat_line(service, at_ms, uptime_s):
     )
 
 
-def recording(calls=20, failed_every=4):
+def recording(calls: int = 20, failed_every: int = 4) -> str:
     """web calls api `calls` times (every `failed_every`-th fails), api queries postgresql."""
     lines = []
     for i in range(calls):
@@ -112,18 +130,18 @@ def recording(calls=20, failed_every=4):
     return "\n".join(lines) + "\n"
 
 
-def edges_of(summary):
+def edges_of(summary: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(e["client"], e["server"]): e for e in summary["edges"]}
 
 
 @pytest.fixture
-def recorded(tmp_path):
+def recorded(tmp_path: Path) -> Path:
     path = tmp_path / "traces.jsonl"
     path.write_text(recording())
     return path
 
 
-def test_replay_builds_the_graph_from_a_recording(recorded):
+def test_replay_builds_the_graph_from_a_recording(recorded: Path) -> None:
     """Paired calls with failures, a database edge from an unpaired client span, heartbeats."""
     replayer = Replayer()
     stats = replayer.replay([recorded], progress=False)
@@ -142,14 +160,14 @@ def test_replay_builds_the_graph_from_a_recording(recorded):
     assert api["instances"] == 1
 
 
-def test_watermark_is_the_latest_event_time(recorded):
+def test_watermark_is_the_latest_event_time(recorded: Path) -> None:
     """The event clock ends at the last span's end, not at the wall clock."""
     replayer = Replayer()
     replayer.replay([recorded], progress=False)
     assert replayer.clock.now_ns() == T0 + (19 * 100 + 40) * MS
 
 
-def test_gzip_input_gives_the_same_summary(tmp_path, recorded):
+def test_gzip_input_gives_the_same_summary(tmp_path: Path, recorded: Path) -> None:
     """A gzip file (detected by content) replays exactly like the plain one."""
     packed = tmp_path / "traces.jsonl.gz"
     packed.write_bytes(gzip.compress(recorded.read_bytes()))
@@ -159,7 +177,7 @@ def test_gzip_input_gives_the_same_summary(tmp_path, recorded):
     assert summarize(plain) == summarize(zipped)
 
 
-def test_replay_is_deterministic(recorded):
+def test_replay_is_deterministic(recorded: Path) -> None:
     """Two replays of the same recording give identical summaries."""
     first, second = Replayer(), Replayer()
     first.replay([recorded], progress=False)
@@ -167,7 +185,7 @@ def test_replay_is_deterministic(recorded):
     assert summarize(first) == summarize(second)
 
 
-def test_bad_lines_are_counted_and_skipped(tmp_path):
+def test_bad_lines_are_counted_and_skipped(tmp_path: Path) -> None:
     """Malformed JSON and bad ids are skipped with file:line; logs lines are counted apart."""
     path = tmp_path / "mixed.jsonl"
     good = traces_line("web", [span(1, 1, 0, 3, 0, 10, attrs=[("peer.service", "billing")])])
@@ -183,7 +201,7 @@ def test_bad_lines_are_counted_and_skipped(tmp_path):
     assert ("web", "billing") in edges_of(summarize(replayer))
 
 
-def test_strict_mode_stops_at_the_first_bad_line(tmp_path):
+def test_strict_mode_stops_at_the_first_bad_line(tmp_path: Path) -> None:
     """With strict=True a bad line raises ReplayError naming file and line."""
     path = tmp_path / "bad.jsonl"
     path.write_text("not json\n")
@@ -191,7 +209,9 @@ def test_strict_mode_stops_at_the_first_bad_line(tmp_path):
         Replayer(strict=True).replay([path], progress=False)
 
 
-def test_cli_summary_goes_to_stdout_as_one_json_line(recorded, capsys):
+def test_cli_summary_goes_to_stdout_as_one_json_line(
+    recorded: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`watchman replay --summary`: stdout is one JSON object; people's text is on stderr."""
     assert main(["replay", "--summary", "--progress", "never", str(recorded)], env={}) == 0
     out, err = capsys.readouterr()
@@ -202,7 +222,9 @@ def test_cli_summary_goes_to_stdout_as_one_json_line(recorded, capsys):
     assert "web -> api" in err
 
 
-def test_cli_without_summary_keeps_stdout_empty(recorded, capsys):
+def test_cli_without_summary_keeps_stdout_empty(
+    recorded: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Without --summary nothing is written to stdout (it is reserved for alert transitions)."""
     assert main(["replay", "--progress", "never", str(recorded)], env={}) == 0
     out, err = capsys.readouterr()
@@ -210,7 +232,9 @@ def test_cli_without_summary_keeps_stdout_empty(recorded, capsys):
     assert "edges (2)" in err
 
 
-def test_cli_strict_and_missing_file_exit_1(tmp_path, capsys):
+def test_cli_strict_and_missing_file_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A bad line under --strict and an unreadable path both exit with code 1."""
     path = tmp_path / "bad.jsonl"
     path.write_text("{}\n")
@@ -219,7 +243,9 @@ def test_cli_strict_and_missing_file_exit_1(tmp_path, capsys):
     assert "missing.jsonl" in capsys.readouterr().err
 
 
-def test_progress_bar_does_not_change_the_result(recorded, capsys):
+def test_progress_bar_does_not_change_the_result(
+    recorded: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Drawing the progress bar (forced on) leaves the replay's result unchanged."""
     with_bar, without = Replayer(), Replayer()
     with_bar.replay([recorded], progress=True)
@@ -228,7 +254,7 @@ def test_progress_bar_does_not_change_the_result(recorded, capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_stdin_is_read_with_dash(recorded):
+def test_stdin_is_read_with_dash(recorded: Path) -> None:
     """`watchman replay --summary -` reads the recording from stdin."""
     import subprocess
     import sys
@@ -243,3 +269,55 @@ def test_stdin_is_read_with_dash(recorded):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert edges_of(summary)[("web", "api")]["calls"] == 20
+
+
+@pytest.fixture(scope="module")
+def faulty_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated shop whose payments service fails for a while, as OTLP JSON lines."""
+    from watchman_collector.sim import Scenario, Simulator, get_topology
+    from watchman_collector.sim.faults import Fault, FaultKind
+    from watchman_collector.sim.writer import write_jsonl
+
+    fault = Fault("payments", FaultKind.ERROR, 50, 50)
+    scenario = Scenario(
+        get_topology("shop"), seed=3, duration_s=120, rate=4, faults=(fault,), drain_s=10
+    )
+    path = tmp_path_factory.mktemp("replay") / "shop.jsonl"
+    write_jsonl(Simulator(scenario).exports(), path)
+    return path
+
+
+def replay_output(path: Path) -> tuple[str, dict[str, Any]]:
+    """The alert transition lines and the summary a replay of `path` writes."""
+    out = io.StringIO()
+    replayer = Replayer(out=out)
+    replayer.replay([path], progress=False)
+    return out.getvalue(), summarize(replayer)
+
+
+def test_direct_json_decode_gives_the_same_alerts_as_the_protobuf_path(
+    faulty_recording: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alert transition lines and summary are byte-for-byte those of the protobuf decode paths."""
+    lines, summary = replay_output(faulty_recording)
+    assert '"status":"firing"' in lines
+    monkeypatch.setattr(
+        replay, "decode_trace_json", lambda data: decode_traces(parse_trace_request(data))
+    )
+    monkeypatch.setattr(
+        replay, "decode_metrics_json", lambda data: decode_metrics(parse_metrics_request(data))
+    )
+    assert replay_output(faulty_recording) == (lines, summary)
+
+
+def test_replay_leaves_the_garbage_collector_as_it_found_it(recorded: Path) -> None:
+    """Replay pauses the cyclic collector only while decoding a line, and restores its state."""
+    assert gc.isenabled()
+    Replayer().replay([recorded], progress=False)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        Replayer().replay([recorded], progress=False)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

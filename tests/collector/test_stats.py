@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass, field
+
 import pytest
-from watchman_collector.stats import LATENCY_BUCKETS_S, Histogram, RedSeries
+from watchman_collector.stats import LATENCY_BUCKETS_S, Histogram, RedSeries, add_call
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S  # a bucket boundary for 10 s buckets
@@ -184,3 +187,183 @@ def test_empty_view_has_no_latency_and_zero_error_ratio():
     view = RedSeries().window(T0, 300)
     assert (view.calls, view.rate_per_s, view.error_ratio) == (0, 0.0, 0.0)
     assert view.avg_s is view.max_s is view.p50_s is view.p95_s is view.p99_s is None
+
+
+# -- the compact representation against a plain model of the same semantics ----------------------
+
+
+@dataclass
+class _Model:
+    """Every accepted call kept as is: the semantics of the series, computed the slow way."""
+
+    bucket_s: float = 10.0
+    retention_s: float = 3600.0
+    calls: list[tuple[int, bool, float | None, float | None]] = field(default_factory=list)
+    newest: int | None = None
+
+    def add(  # RedSeries.add's signature
+        self, t: int, failed: bool, c: float | None, s: float | None, now: int, late_s: float
+    ) -> bool:
+        t = min(t, now)
+        if now - t > late_s * S:
+            return False
+        idx = t // int(self.bucket_s * S)
+        keep = -(-int(self.retention_s * S) // int(self.bucket_s * S))
+        if self.newest is not None and idx <= self.newest - keep:
+            return False
+        self.newest = idx if self.newest is None else max(self.newest, idx)
+        clamp = lambda v: None if v is None else max(v, 0.0)  # noqa: E731
+        self.calls.append((idx, failed, clamp(c), clamp(s)))
+        return True
+
+    def histogram(self, idx_from: int, idx_to: int, which: str) -> Histogram:
+        h = Histogram()
+        for idx, _, c, s in self.calls:
+            if idx_from <= idx <= idx_to:
+                v = {"client": c, "server": s, "latency": s if s is not None else c}[which]
+                if v is not None:
+                    h.observe(v)
+        return h
+
+    def count(self, idx_from: int, idx_to: int) -> tuple[int, int]:
+        chosen = [f for idx, f, _, _ in self.calls if idx_from <= idx <= idx_to]
+        return len(chosen), sum(chosen)
+
+
+def _same(got: Histogram, want: Histogram) -> None:
+    assert got.counts == want.counts
+    assert got.count == want.count
+    assert got.max_s == want.max_s
+    assert got.sum_s == pytest.approx(want.sum_s, rel=1e-9, abs=1e-12)
+
+
+def _random_traffic(
+    seed: int, series: RedSeries, model: _Model, buckets: int, late_s: float = 120.0
+) -> int:
+    """Feed both the same random calls (late ones, one-sided ones, skewed clocks); the last now."""
+    rng = random.Random(seed)
+    now = T0
+    for _ in range(buckets):
+        now += rng.choice((3, 7, 10, 10, 10, 25)) * S
+        for _ in range(rng.randrange(0, 6)):
+            t = now - rng.choice((0, 0, 0, 1, 5, 15, 40, 119, 130, 5000)) * S + rng.randrange(S)
+            c = rng.choice((None, rng.uniform(-0.01, 0.3), rng.expovariate(2.0), 0.1, 20.0))
+            s_ = rng.choice((None, None, rng.uniform(0, 0.2), 0.002))
+            if c is None and s_ is None:
+                c = 0.05
+            failed = rng.random() < 0.2
+            assert series.add(t, failed, c, s_, now, late_s) == model.add(
+                t, failed, c, s_, now, late_s
+            )
+    return now
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_windows_buckets_and_totals_match_a_plain_model(seed: int):
+    """Windows within the detail horizon, buckets and totals count exactly what a model keeping
+    every call would."""
+    series = RedSeries(bucket_s=10, retention_s=3600)
+    model = _Model()
+    now = _random_traffic(seed, series, model, buckets=300)
+    idx_now = now // (10 * S)
+    for seconds in (10, 30, 60, 120, 300, 600, 900):
+        view = series.window(now, seconds)
+        first = (now - seconds * S) // (10 * S)
+        assert (view.calls, view.failed) == model.count(first, idx_now)
+        for which, got in (
+            ("client", view.client_latency),
+            ("server", view.server_latency),
+            ("latency", view.latency),
+        ):
+            _same(got, model.histogram(first, idx_now, which))
+    for b in series.buckets(now - 10 * S, 120):
+        idx = b.start_ns // (10 * S)
+        assert (b.calls, b.failed) == model.count(idx, idx)
+        _same(b.latency, model.histogram(idx, idx, "latency"))
+        _same(b.server, model.histogram(idx, idx, "server"))
+        _same(b.client, model.histogram(idx, idx, "client"))
+    everything = (-(2**62), 2**62)
+    assert (series.total_calls, series.total_failed) == model.count(*everything)
+    _same(series.total_client, model.histogram(*everything, "client"))
+    _same(series.total_server, model.histogram(*everything, "server"))
+
+
+def test_late_calls_land_in_sealed_and_rolled_up_buckets():
+    """With a long allowed lateness, calls older than the open buckets still count where they
+    belong, in windows and totals alike."""
+    series = RedSeries(bucket_s=10, retention_s=3600)
+    model = _Model()
+    now = _random_traffic(7, series, model, buckets=200, late_s=3000)
+    everything = (-(2**62), 2**62)
+    assert (series.total_calls, series.total_failed) == model.count(*everything)
+    for seconds in (200, 600, 900):
+        first = (now - seconds * S) // (10 * S)
+        view = series.window(now, seconds)
+        assert (view.calls, view.failed) == model.count(first, now // (10 * S))
+        _same(view.latency, model.histogram(first, now // (10 * S), "latency"))
+
+
+def test_older_buckets_roll_up_into_wider_ones():
+    """Beyond `detail_s` buckets are `rollup_s` wide: a long window counts whole rolled-up
+    buckets and divides by the time they cover, and memory stays bounded."""
+    series = RedSeries(bucket_s=10, retention_s=3600, detail_s=900, rollup_s=300)
+    for i in range(2 * 360):  # two hours, one call per bucket
+        t = T0 + i * 10 * S
+        series.add(t, i % 10 == 0, 0.1, 0.05, t, 120)
+    now = T0 + 720 * 10 * S - 1
+    view = series.window(now, 3600)
+    first = (now - 3600 * S) // (10 * S)
+    start = first // 30 * 30  # the rolled-up bucket holding the window's start
+    assert view.calls == 720 - (start - T0 // (10 * S))
+    assert view.rate_per_s == pytest.approx(view.calls / ((now - start * 10 * S) / S))
+    assert view.server_latency.count == view.calls
+    assert series.total_calls == 720
+    assert len(series) <= 12 + 92 + 14
+    buckets = series.buckets(now, 3600)
+    assert buckets[0].start_ns == start * 10 * S
+    assert buckets[1].start_ns - buckets[0].start_ns == 300 * S
+    assert buckets[-1].start_ns == (now // (10 * S)) * 10 * S
+    assert sum(b.calls for b in buckets) == view.calls
+
+
+def test_counts_past_sixteen_bits_widen_their_column():
+    """A bucket with more calls in one bin than a 16-bit count holds keeps them all."""
+    series = RedSeries(bucket_s=10, retention_s=3600)
+    for _ in range(70_000):
+        series.add(T0, False, 0.001, None, T0, 120)
+    later = T0 + 300 * S  # the busy bucket is sealed by now
+    series.add(later, False, 0.001, None, later, 120)
+    assert series.window(later, 600).client_latency.counts[0] == 70_001
+    assert next(b for b in series.buckets(later, 600) if b.start_ns == T0).calls == 70_000
+    assert series.total_client.count == 70_001
+
+
+def test_add_call_counts_in_both_series_as_two_adds_would():
+    """add_call(a, b, ...) leaves a and b as a.add(...) and b.add(...) would."""
+    a, b, ref = RedSeries(), RedSeries(), RedSeries()
+    rng = random.Random(3)
+    for i in range(500):
+        t = T0 + i * S
+        c, s_ = rng.uniform(0, 1), rng.choice((None, 0.01, 0.5))
+        assert add_call(a, b, t, i % 7 == 0, c, s_, t, 120) == ref.add(t, i % 7 == 0, c, s_, t, 120)
+    now = T0 + 500 * S
+    for series in (a, b):
+        _same(series.window(now, 300).latency, ref.window(now, 300).latency)
+        assert series.total_calls == ref.total_calls == 500
+
+
+@pytest.mark.parametrize("retention_s", [60, 200, 1200])
+def test_short_retention_keeps_exactly_the_retained_buckets(retention_s: int):
+    """With a retention shorter than (or near) the detail horizon, windows count exactly the
+    calls of the retained buckets, as before."""
+    series = RedSeries(bucket_s=10, retention_s=retention_s)
+    model = _Model(retention_s=retention_s)
+    now = _random_traffic(8, series, model, buckets=250)
+    assert model.newest is not None
+    keep_from = model.newest - retention_s // 10 + 1
+    last = now // (10 * S)
+    for seconds in (30, 120, 600, 900):
+        first = max((now - seconds * S) // (10 * S), keep_from)
+        view = series.window(now, seconds)
+        assert (view.calls, view.failed) == model.count(first, last)
+        _same(view.latency, model.histogram(first, last, "latency"))

@@ -1,0 +1,285 @@
+"""Replay throughput: recorded OTLP JSON lines through `Replayer`, as `watchman replay` runs them.
+
+Input is a file in the Collector file exporter's format: the simulator's `large` topology (34
+services, HTTP, database and messaging spans with the attributes real instrumentations set), its
+trace exports re-batched into lines of exactly 1000 spans (as a Collector's batch processor
+forwards them), and its metrics exports (heartbeats, resource usage, HTTP metrics) as their own
+lines in between, in export order.
+
+- replay: `Replayer(out=<null sink>).replay([file])`, the whole of `watchman replay` (read, decode,
+  pair, graph, detection ticks, alert transitions written out), in spans per CPU-second; the same
+  with the previous decode path (OTLP/JSON → protobuf message → bytes → decode), for before/after
+  in one run; and the share of the replay's time spent decoding OTLP/JSON (trace and metrics
+  lines), so the rest is attributable to the later stages.
+- decode alone: `decode_trace_json` of each trace line against the previous path,
+  `decode_traces(parse_trace_request(line))`.
+
+Baseline in the same run: bare `json.loads` of the same trace lines, the floor of any decoder that
+starts from the standard library's parser. Medians of 5 runs (3 with `--quick`), interleaved.
+Target (from the issue): a replay of ≥ 100k spans/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from benchmarks import Figure, benchmark
+
+__all__ = ["SPANS_PER_LINE", "build_lines", "replay_throughput"]
+
+SPANS_PER_LINE = 1000
+
+
+def build_lines(count: int, *, seed: int = 1) -> list[str]:
+    """`count` trace lines of 1000 spans each, with the run's metrics lines in between."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from watchman_collector.otlp_json import dump_request
+    from watchman_collector.sim import Noise, Scenario, Simulator, get_topology
+
+    # ~40 spans per entry request in `large`; simulate a little more than needed.
+    duration = max(10.0, count * SPANS_PER_LINE / (40 * 50) * 1.3)
+    scenario = Scenario(
+        get_topology("large"), seed=seed, duration_s=duration, rate=50, noise=Noise(), drain_s=10
+    )
+    lines: list[str] = []
+    traces = 0
+    current = ExportTraceServiceRequest()
+    size = 0
+    for export in Simulator(scenario).exports():
+        if export.signal != "traces":
+            lines.append(dump_request(export.request))
+            continue
+        for rs in export.request.resource_spans:
+            for ss in rs.scope_spans:
+                spans = list(ss.spans)
+                while spans:
+                    take = spans[: SPANS_PER_LINE - size]
+                    spans = spans[len(take) :]
+                    _append(current, rs, ss, take)
+                    size += len(take)
+                    if size == SPANS_PER_LINE:
+                        lines.append(dump_request(current))
+                        traces += 1
+                        if traces == count:
+                            return lines
+                        current, size = ExportTraceServiceRequest(), 0
+    raise RuntimeError(f"simulated too few spans: {traces} of {count} lines")
+
+
+def _append(request: Any, rs: Any, ss: Any, spans: list[Any]) -> None:
+    # One ResourceSpans per run of one resource, as the Collector's batch processor keeps them.
+    if not request.resource_spans or request.resource_spans[-1].resource != rs.resource:
+        target = request.resource_spans.add(resource=rs.resource, schema_url=rs.schema_url)
+    else:
+        target = request.resource_spans[-1]
+    if not target.scope_spans or target.scope_spans[-1].scope != ss.scope:
+        scope = target.scope_spans.add(scope=ss.scope)
+    else:
+        scope = target.scope_spans[-1]
+    scope.spans.extend(spans)
+
+
+def _cpu(function: Callable[[], object]) -> float:
+    """CPU seconds of one call, after a full collection so runs start alike."""
+    gc.collect()
+    began = time.process_time()
+    function()
+    return time.process_time() - began
+
+
+@contextlib.contextmanager
+def _previous_replay() -> Iterator[None]:
+    """Replay as before: OTLP/JSON → protobuf message (→ bytes) → decode, collector not paused."""
+    from watchman_collector import replay
+    from watchman_collector.decode import decode_metrics, decode_traces
+    from watchman_collector.otlp_json import parse_metrics_request, parse_trace_request
+
+    saved = (replay.decode_trace_json, replay.decode_metrics_json)  # type: ignore[attr-defined]
+    replay.decode_trace_json = lambda data: decode_traces(parse_trace_request(data))  # type: ignore[attr-defined]
+    replay.decode_metrics_json = lambda data: decode_metrics(parse_metrics_request(data))  # type: ignore[attr-defined]
+    with _collector_running():
+        try:
+            yield
+        finally:
+            replay.decode_trace_json, replay.decode_metrics_json = saved  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _collector_running() -> Iterator[None]:
+    """Replay without pausing the cyclic collector while a line is decoded."""
+    from types import SimpleNamespace
+
+    from watchman_collector import replay
+
+    real = replay.gc  # type: ignore[attr-defined]
+    noop = SimpleNamespace(isenabled=lambda: False, disable=lambda: None, enable=lambda: None)
+    replay.gc = noop  # type: ignore[attr-defined,assignment]
+    try:
+        yield
+    finally:
+        replay.gc = real  # type: ignore[attr-defined]
+
+
+class _DecodeClock:
+    """CPU seconds spent in the replay's OTLP/JSON decoding, by wrapping the functions it calls."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        from watchman_collector import replay
+
+        names = ("decode_trace_json", "decode_metrics_json")
+        saved = {name: getattr(replay, name) for name in names}
+        for name, function in saved.items():
+            setattr(replay, name, self._timed(function))
+        try:
+            yield
+        finally:
+            for name, function in saved.items():
+                setattr(replay, name, function)
+
+    def _timed(self, function: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def timed(data: Any) -> Any:
+            began = time.process_time()
+            try:
+                return function(data)
+            finally:
+                self.seconds += time.process_time() - began
+
+        return timed
+
+
+def _replay(
+    path: Path,
+    spans: list[int],
+    *,
+    variant: Callable[[], contextlib.AbstractContextManager[None]] | None = None,
+    clock: _DecodeClock | None = None,
+) -> None:
+    """Replay `path` as `watchman replay` does (alerts to a null sink); appends the spans read."""
+    from watchman_collector.replay import Replayer
+
+    with open(os.devnull, "w") as sink, contextlib.ExitStack() as stack:
+        if variant is not None:
+            stack.enter_context(variant())
+        if clock is not None:
+            stack.enter_context(clock.installed())
+        replayer = Replayer(out=sink)
+        replayer.replay([path], progress=False)
+    spans.append(replayer.stats.spans)
+
+
+@benchmark("replay")
+def replay_throughput(quick: bool) -> list[Figure]:
+    """Replay and decode figures against bare `json.loads` of the same lines."""
+    from watchman_collector.decode import decode_traces
+    from watchman_collector.otlp_json import decode_trace_json, parse_trace_request
+
+    count, runs = (8, 3) if quick else (50, 5)
+    lines = build_lines(count)
+    traces = [line.encode() for line in lines if line.startswith('{"resourceSpans"')]
+    total = len(traces) * SPANS_PER_LINE
+    samples: dict[str, list[float]] = {
+        "loads": [],
+        "direct": [],
+        "previous": [],
+        "replay": [],
+        "replay_unpaused": [],
+        "replay_previous": [],
+        "decode_share": [],
+    }
+
+    def loads_each() -> None:
+        for line in traces:
+            json.loads(line)
+
+    def direct_each() -> None:
+        for line in traces:
+            decode_trace_json(line)
+
+    def previous_each() -> None:
+        for line in traces:
+            decode_traces(parse_trace_request(line))
+
+    spans: list[int] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "recording.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        for _ in range(runs):
+            samples["loads"].append(_cpu(loads_each))
+            samples["direct"].append(_cpu(direct_each))
+            samples["previous"].append(_cpu(previous_each))
+            clock = _DecodeClock()
+            samples["replay"].append(_cpu(partial(_replay, path, spans, clock=clock)))
+            samples["decode_share"].append(clock.seconds / samples["replay"][-1])
+            samples["replay_unpaused"].append(
+                _cpu(partial(_replay, path, spans, variant=_collector_running))
+            )
+            samples["replay_previous"].append(
+                _cpu(partial(_replay, path, spans, variant=_previous_replay))
+            )
+    if set(spans) != {total}:
+        raise RuntimeError(f"replays read {sorted(set(spans))} spans, expected {total}")
+    rate = {key: total / statistics.median(value) for key, value in samples.items()}
+    loads = rate["loads"]
+    name = "bare json.loads"
+    return [
+        Figure(
+            "replay of OTLP JSON lines (Replayer), spans/CPU-s",
+            rate["replay"],
+            "spans/s",
+            loads,
+            name,
+            goal="value >= 100k spans/s",
+        ),
+        Figure(
+            "replay, collector not paused while decoding",
+            rate["replay_unpaused"],
+            "spans/s",
+            loads,
+            name,
+        ),
+        Figure(
+            "replay before (JSON → protobuf → decode, not paused)",
+            rate["replay_previous"],
+            "spans/s",
+            loads,
+            name,
+        ),
+        Figure(
+            "replay: share of CPU time in OTLP/JSON decode",
+            100 * statistics.median(samples["decode_share"]),
+            "%",
+        ),
+        Figure("OTLP JSON → Span records, direct", rate["direct"], "spans/s", loads, name),
+        Figure("OTLP JSON → Span records, previous path", rate["previous"], "spans/s", loads, name),
+    ]
+
+
+def main() -> None:
+    """`python -m benchmarks.replay_throughput [--quick]`: print this benchmark's table."""
+    from benchmarks import render_table
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    print(render_table(replay_throughput(args.quick)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Detection's reading of one series' window, kept up to date from tick to tick.
+
+Summing latency histograms over the window was most of the cost of judging a series, so a
+bucket's histogram is read once, when it enters the window, and again only if its call count
+changed (a bucket only ever gains calls), and the window's sum is kept up to date by adding and
+subtracting those. A series that took no call since the last read, read over the same buckets,
+is not read again at all. The numbers are those `RedSeries.window` gives.
+"""
+
+from __future__ import annotations
+
+from operator import add, sub
+
+from watchman_collector.stats import Bucket, Histogram, RedSeries
+
+__all__ = ["WindowReader"]
+
+_NS = 1_000_000_000
+
+# A window bucket as last read: start, calls, failed calls, calls whose server half was seen,
+# a copy of its latency bins (None: no latency; the bucket's own histogram may be the live one
+# later calls add into), calls with a latency, and the histogram itself (for its quantile while
+# the bucket's call count is unchanged).
+_Kept = tuple[int, int, int, int, tuple[int, ...] | None, int, Histogram | None]
+_EMPTY: tuple[tuple[int, ...] | None, int, Histogram | None] = (None, 0, None)
+
+
+def _keep(bucket: Bucket) -> _Kept:
+    h = bucket.latency
+    if not h.count:
+        return (bucket.start_ns, bucket.calls, bucket.failed, bucket.server.count, *_EMPTY)
+    return (
+        bucket.start_ns,
+        bucket.calls,
+        bucket.failed,
+        bucket.server.count,
+        tuple(h.counts),
+        h.count,
+        h,
+    )
+
+
+class WindowReader:
+    """The window of one series as of the last tick: calls, failures, latency bins, rate."""
+
+    __slots__ = (
+        "bounds",
+        "bucket_ns",
+        "calls",
+        "counts",
+        "error_ratio",
+        "failed",
+        "first",
+        "kept",
+        "key",
+        "last",
+        "quantiles",
+        "rate_per_s",
+        "served",
+        "total",
+        "total_calls",
+    )
+
+    def __init__(self, series: RedSeries) -> None:
+        self.bounds = series.bounds
+        self.bucket_ns = int(series.bucket_s * _NS)
+        self.key: tuple[int, ...] = ()  # the window's first bucket start and per-bucket calls
+        self.kept: list[_Kept] = []  # the window's buckets, oldest first
+        self.first = self.last = 0  # indices of the window's first and last buckets
+        self.total_calls = -1  # the series' `total_calls` when its window was last read
+        self.calls = self.failed = self.served = 0  # served: calls whose server half was seen
+        self.rate_per_s = self.error_ratio = 0.0
+        self.counts: list[int] = [0] * (len(self.bounds) + 1)  # the window's latency bins
+        self.total = 0  # calls in `counts`
+        self.quantiles: dict[float, float | None] = {}
+
+    def read(self, window: list[Bucket], eval_ns: int, bucket_s: float) -> bool:
+        """Take in the window's buckets (`RedSeries.buckets` to `eval_ns`); False if changed."""
+        start_ns = window[0].start_ns
+        key = (start_ns, *[b.calls for b in window])
+        same = key == self.key
+        old_key = self.key
+        if not same and (
+            len(key) == len(old_key)
+            and start_ns - old_key[0] == self.bucket_ns
+            and key[1:-1] == old_key[2:]
+            and self.kept[1][0] == start_ns
+        ):
+            # The steady state: the window moved on by one bucket and the others are as they
+            # were. One bucket leaves, one comes in.
+            self.key = key
+            gone = self.kept[0]
+            b = window[-1]
+            k = _keep(b) if b.calls else (b.start_ns, 0, 0, 0, *_EMPTY)
+            self.kept = [*self.kept[1:], k]
+            counts = self.counts
+            if gone[4] is not None:
+                counts = list(map(sub, counts, gone[4]))
+            if k[4] is not None:
+                counts = list(map(add, counts, k[4]))
+            self.counts = counts
+            self.total += k[5] - gone[5]
+            self.calls = calls = self.calls + k[1] - gone[1]
+            self.failed = failed = self.failed + k[2] - gone[2]
+            self.served += k[3] - gone[3]
+            self.error_ratio = failed / calls if calls else 0.0
+            self.quantiles = {}
+        elif not same:
+            self.key = key
+            old = self.kept
+            n_old = len(old)
+            # Where the old window's buckets are in the new one (one further per bucket moved).
+            shift = (start_ns - old[0][0]) // self.bucket_ns if old else 0
+            reused = [False] * n_old
+            kept: list[_Kept] = []
+            counts = self.counts
+            total = self.total
+            calls = failed = served = 0
+            for i, b in enumerate(window):
+                n = b.calls
+                j = i + shift
+                if 0 <= j < n_old and old[j][1] == n and old[j][0] == b.start_ns:
+                    k = old[j]
+                    reused[j] = True
+                elif not n:
+                    k = (b.start_ns, 0, 0, 0, *_EMPTY)
+                else:
+                    k = _keep(b)
+                    if k[4] is not None:
+                        counts = list(map(add, counts, k[4]))
+                        total += k[5]
+                kept.append(k)
+                calls += n
+                failed += k[2]
+                served += k[3]
+            for j, k in enumerate(old):
+                if not reused[j] and k[4] is not None:  # left the window, or changed
+                    counts = list(map(sub, counts, k[4]))
+                    total -= k[5]
+            self.kept = kept
+            self.counts, self.total = counts, total
+            self.calls, self.failed, self.served = calls, failed, served
+            self.error_ratio = failed / calls if calls else 0.0
+            self.quantiles = {}
+        self.move_to(eval_ns, bucket_s)
+        return same
+
+    def move_to(self, eval_ns: int, bucket_s: float) -> None:
+        """The window's rate as of `eval_ns`, its buckets unchanged."""
+        # As `RedSeries.window`: divided by the time covered, from the first bucket's start.
+        covered_s = (eval_ns - self.key[0]) / _NS
+        if covered_s < bucket_s:  # noqa: PLR1730  # once per series per tick: no max() call
+            covered_s = bucket_s
+        self.rate_per_s = self.calls / covered_s
+
+    def bucket_quantile(self, bucket: Bucket, q: float) -> float | None:
+        """A bucket's latency quantile, from its histogram as kept in the window if it is."""
+        kept = self.kept
+        if kept:
+            j = (bucket.start_ns - kept[0][0]) // self.bucket_ns
+            if 0 <= j < len(kept):
+                k = kept[j]
+                if k[0] == bucket.start_ns and k[1] == bucket.calls:
+                    return k[6].quantile(q) if k[6] is not None else None
+        return bucket.latency.quantile(q)
+
+    def quantile(self, q: float) -> float | None:
+        """The q-quantile of the window's latency (`Histogram.quantile`); None without calls."""
+        quantiles = self.quantiles
+        if q in quantiles:
+            return quantiles[q]
+        if not self.total:
+            value = None
+        else:
+            h = Histogram(self.bounds)
+            h.counts = self.counts[:]
+            h.count = self.total
+            if not self.bounds:  # the only case `quantile` reads the highest value
+                h.max_s = max(k[6].max_s for k in self.kept if k[6] is not None)
+            value = h.quantile(q)
+        quantiles[q] = value
+        return value

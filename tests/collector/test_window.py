@@ -1,0 +1,102 @@
+"""The kept window reading equals a fresh `RedSeries.window` read, however the window moves."""
+
+from __future__ import annotations
+
+import random
+
+from watchman_collector.stats import RedSeries
+from watchman_collector.window import WindowReader
+
+NS = 1_000_000_000
+T0 = 1_700_000_000 * NS
+
+
+def add_calls(series: RedSeries, rng: random.Random, start_s: float, end_s: float) -> None:
+    """Random calls with event times in [start_s, end_s), some failed, some client-only."""
+    t = start_s
+    while t < end_s:
+        time_ns = T0 + int(t * NS)
+        latency = rng.lognormvariate(-3.5, 1.0)
+        server = None if rng.random() < 0.3 else latency
+        series.add(time_ns, rng.random() < 0.1, latency + 0.001, server, time_ns, 120.0)
+        t += rng.expovariate(3.0)
+
+
+def read(reader: WindowReader, series: RedSeries, eval_ns: int) -> None:
+    """What detection does: skip an unchanged series, else read the window's buckets."""
+    first = (eval_ns - 30 * NS) // (10 * NS)
+    last = eval_ns // (10 * NS)
+    total = series.total_calls
+    if (first, last, total) == (reader.first, reader.last, reader.total_calls):
+        reader.move_to(eval_ns, series.bucket_s)
+    else:
+        reader.first, reader.last, reader.total_calls = first, last, total
+        reader.read(series.buckets(eval_ns, 30.0), eval_ns, series.bucket_s)
+
+
+def assert_as_fresh(reader: WindowReader, series: RedSeries, eval_ns: int) -> None:
+    """The reader's numbers are those of `RedSeries.window` at `eval_ns`."""
+    view = series.window(eval_ns, 30.0)
+    assert (reader.calls, reader.failed, reader.error_ratio, reader.rate_per_s) == (
+        view.calls,
+        view.failed,
+        view.error_ratio,
+        view.rate_per_s,
+    )
+    assert reader.served == view.server_latency.count
+    for q in (0.5, 0.95, 0.99, 1.0):
+        assert reader.quantile(q) == view.latency.quantile(q)
+
+
+def test_reading_follows_a_live_series_tick_by_tick() -> None:
+    """Calls arriving as the clock moves, some late into judged buckets: always a fresh read."""
+    rng = random.Random(4)
+    series = RedSeries(10.0, 3600.0)
+    reader = WindowReader(series)
+    add_calls(series, rng, 0, 60)
+    for step in range(40):
+        now_s = 60 + 5 * step
+        add_calls(series, rng, now_s - 5, now_s)
+        if step % 3 == 0:  # late arrivals into buckets already in the window
+            add_calls(series, rng, now_s - 35, now_s - 30)
+        eval_ns = T0 + (now_s - 10) * NS
+        read(reader, series, eval_ns)
+        assert_as_fresh(reader, series, eval_ns)
+
+
+def test_reading_survives_idle_gaps_and_jumps() -> None:
+    """Idle stretches, a jump far ahead and back to traffic: the numbers stay a fresh read's."""
+    rng = random.Random(9)
+    series = RedSeries(10.0, 3600.0)
+    reader = WindowReader(series)
+    add_calls(series, rng, 0, 40)
+    for now_s in [45, 50, 55, 60, 80, 85, 300, 305, 310]:
+        eval_ns = T0 + (now_s - 10) * NS
+        read(reader, series, eval_ns)
+        assert_as_fresh(reader, series, eval_ns)
+    add_calls(series, rng, 310, 360)
+    for now_s in range(360, 420, 5):
+        eval_ns = T0 + (now_s - 10) * NS
+        read(reader, series, eval_ns)
+        assert_as_fresh(reader, series, eval_ns)
+
+
+def test_empty_series_reads_as_no_calls() -> None:
+    """A series without calls has no quantile and a zero rate."""
+    series = RedSeries(10.0, 3600.0)
+    reader = WindowReader(series)
+    read(reader, series, T0 + 100 * NS)
+    assert (reader.calls, reader.served, reader.rate_per_s) == (0, 0, 0.0)
+    assert reader.quantile(0.95) is None
+
+
+def test_bucket_quantile_uses_the_kept_histogram() -> None:
+    """A bucket still in the window answers its quantile as the bucket itself does."""
+    rng = random.Random(1)
+    series = RedSeries(10.0, 3600.0)
+    reader = WindowReader(series)
+    add_calls(series, rng, 0, 60)
+    eval_ns = T0 + 50 * NS
+    read(reader, series, eval_ns)
+    for b in series.buckets(eval_ns, 30.0):
+        assert reader.bucket_quantile(b, 0.95) == b.latency.quantile(0.95)
