@@ -25,7 +25,7 @@ import gc
 import importlib.util
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -35,7 +35,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 
 from benchmarks import Figure, benchmark
 
-__all__ = ["SPANS_PER_REQUEST", "analyzer_throughput", "build_requests"]
+__all__ = ["SPANS_PER_REQUEST", "analyzer_throughput", "build_requests", "rebatched_exports"]
 
 SPANS_PER_REQUEST = 1000
 
@@ -53,8 +53,10 @@ def _rss_mb() -> float:
 # ---- input ------------------------------------------------------------------------------------
 
 
-def build_requests(count: int, *, seed: int = 1) -> list[bytes]:
-    """`count` serialized requests of exactly 1000 spans from a healthy simulated `large` run."""
+def rebatched_exports(count: int, *, seed: int = 1) -> Iterator[tuple[str, Any]]:
+    """A healthy simulated `large` run as (signal, request): `count` trace requests of exactly
+    1000 spans, re-batched as a Collector's batch processor forwards them, with the run's other
+    requests (heartbeat metrics) in between as they come."""
     from watchman_collector.sim import Noise, Scenario, Simulator, get_topology
 
     wanted = count * SPANS_PER_REQUEST
@@ -63,11 +65,12 @@ def build_requests(count: int, *, seed: int = 1) -> list[bytes]:
     scenario = Scenario(
         get_topology("large"), seed=seed, duration_s=duration, rate=50, noise=Noise(), drain_s=10
     )
-    out: list[bytes] = []
+    done = 0
     current = ExportTraceServiceRequest()
     size = 0
     for export in Simulator(scenario).exports():
         if export.signal != "traces":
+            yield export.signal, export.request
             continue
         for rs in export.request.resource_spans:
             for ss in rs.scope_spans:
@@ -78,11 +81,21 @@ def build_requests(count: int, *, seed: int = 1) -> list[bytes]:
                     _append(current, rs, ss, take)
                     size += len(take)
                     if size == SPANS_PER_REQUEST:
-                        out.append(current.SerializeToString())
-                        if len(out) == count:
-                            return out
+                        yield "traces", current
+                        done += 1
+                        if done == count:
+                            return
                         current, size = ExportTraceServiceRequest(), 0
-    raise RuntimeError(f"simulated too few spans: {len(out)} of {count} requests")
+    raise RuntimeError(f"simulated too few spans: {done} of {count} requests")
+
+
+def build_requests(count: int, *, seed: int = 1) -> list[bytes]:
+    """`count` serialized requests of exactly 1000 spans from a healthy simulated `large` run."""
+    return [
+        request.SerializeToString()
+        for signal, request in rebatched_exports(count, seed=seed)
+        if signal == "traces"
+    ]
 
 
 def _append(

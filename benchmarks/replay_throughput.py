@@ -43,53 +43,11 @@ SPANS_PER_LINE = 1000
 
 def build_lines(count: int, *, seed: int = 1) -> list[str]:
     """`count` trace lines of 1000 spans each, with the run's metrics lines in between."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
     from watchman_collector.otlp_json import dump_request
-    from watchman_collector.sim import Noise, Scenario, Simulator, get_topology
 
-    # ~40 spans per entry request in `large`; simulate a little more than needed.
-    duration = max(10.0, count * SPANS_PER_LINE / (40 * 50) * 1.3)
-    scenario = Scenario(
-        get_topology("large"), seed=seed, duration_s=duration, rate=50, noise=Noise(), drain_s=10
-    )
-    lines: list[str] = []
-    traces = 0
-    current = ExportTraceServiceRequest()
-    size = 0
-    for export in Simulator(scenario).exports():
-        if export.signal != "traces":
-            lines.append(dump_request(export.request))
-            continue
-        for rs in export.request.resource_spans:
-            for ss in rs.scope_spans:
-                spans = list(ss.spans)
-                while spans:
-                    take = spans[: SPANS_PER_LINE - size]
-                    spans = spans[len(take) :]
-                    _append(current, rs, ss, take)
-                    size += len(take)
-                    if size == SPANS_PER_LINE:
-                        lines.append(dump_request(current))
-                        traces += 1
-                        if traces == count:
-                            return lines
-                        current, size = ExportTraceServiceRequest(), 0
-    raise RuntimeError(f"simulated too few spans: {traces} of {count} lines")
+    from benchmarks.analyzer_throughput import rebatched_exports
 
-
-def _append(request: Any, rs: Any, ss: Any, spans: list[Any]) -> None:
-    # One ResourceSpans per run of one resource, as the Collector's batch processor keeps them.
-    if not request.resource_spans or request.resource_spans[-1].resource != rs.resource:
-        target = request.resource_spans.add(resource=rs.resource, schema_url=rs.schema_url)
-    else:
-        target = request.resource_spans[-1]
-    if not target.scope_spans or target.scope_spans[-1].scope != ss.scope:
-        scope = target.scope_spans.add(scope=ss.scope)
-    else:
-        scope = target.scope_spans[-1]
-    scope.spans.extend(spans)
+    return [dump_request(request) for _, request in rebatched_exports(count, seed=seed)]
 
 
 def _cpu(function: Callable[[], object]) -> float:

@@ -30,7 +30,7 @@ from typing import Any
 
 from benchmarks import Figure, benchmark
 
-__all__ = ["VARIANTS", "BlackHole", "measure", "measure_collector_down", "serve"]
+__all__ = ["VARIANTS", "BlackHole", "measure", "measure_collector_down", "serve", "stock_sdk"]
 
 VARIANTS = ("bare", "stock", "watchman")
 _ROOT = Path(__file__).resolve().parents[1]
@@ -48,11 +48,11 @@ def _app() -> Any:
     return Starlette(routes=[Route("/items/{item_id}", hello)])
 
 
-def _stock(app: Any, sink: str) -> Any:
+def stock_sdk(sink: str) -> None:
+    """The stock OpenTelemetry SDK set up as its documentation shows, exporting OTLP/HTTP."""
     from opentelemetry import metrics, trace
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
@@ -67,6 +67,12 @@ def _stock(app: Any, sink: str) -> Any:
     reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{sink}/v1/metrics"))
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
+
+
+def _stock(app: Any, sink: str) -> Any:
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    stock_sdk(sink)
     return OpenTelemetryMiddleware(app)  # as documented: defaults, global providers
 
 

@@ -70,31 +70,13 @@ def serve_target(port: int) -> None:
     asyncio.run(main())
 
 
-def _stock_sdk(sink: str) -> None:
-    from opentelemetry import metrics, trace
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    resource = Resource.create({"service.name": "bench-stock"})
-    tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(
-        BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{sink}/v1/traces"))
-    )
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{sink}/v1/metrics"))
-    trace.set_tracer_provider(tracer_provider)
-    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
-
-
 def _configure(variant: str, sink: str) -> None:
     if variant == "stock":
         from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
-        _stock_sdk(sink)
+        from benchmarks.sdk_asgi import stock_sdk
+
+        stock_sdk(sink)
         RequestsInstrumentor().instrument()  # as documented: defaults, global providers
     elif variant == "watchman":
         import watchman_otel

@@ -38,6 +38,7 @@ __all__ = [
     "SCOPE_MARKER",
     "ASGIApp",
     "WatchmanMiddleware",
+    "compile_excluded",
     "inflight_requests",
     "install_framework_hooks",
     "instrument_asgi",
@@ -97,7 +98,7 @@ def _known_methods() -> frozenset[str]:
     return chosen or _DEFAULT_KNOWN_METHODS
 
 
-def _compile_excluded(patterns: Sequence[str] | str | None) -> re.Pattern[str] | None:
+def compile_excluded(patterns: Sequence[str] | str | None) -> re.Pattern[str] | None:
     if patterns is None:
         patterns = DEFAULT_EXCLUDED_URLS
     elif isinstance(patterns, str):  # the contrib style, comma separated
@@ -170,7 +171,7 @@ class _Instruments:
             unit="{request}",
             description="Number of active HTTP server requests.",
         )
-        self.excluded = _compile_excluded(excluded_urls)
+        self.excluded = compile_excluded(excluded_urls)
         self.known_methods = _known_methods()
         self.enabled = True
 

@@ -35,7 +35,8 @@ from opentelemetry.instrumentation.utils import (  # type: ignore[attr-defined]
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
 
-from watchman_otel._errors import ConfigurationError, report_internal_error
+from watchman_otel._asgi import compile_excluded
+from watchman_otel._errors import report_internal_error
 from watchman_otel._version import __version__
 
 __all__ = [
@@ -78,18 +79,6 @@ def contrib_instrumented() -> bool:
     import requests
 
     return bool(getattr(requests.Session.send, _CONTRIB_MARKER, False))
-
-
-def _compile_excluded(patterns: Sequence[str]) -> re.Pattern[str] | None:
-    alternatives = []
-    for pattern in patterns:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            message = f"excluded URL pattern {pattern!r} is not a regular expression: {exc}"
-            raise ConfigurationError(message) from exc
-        alternatives.append(f"(?:{pattern})")
-    return re.compile("|".join(alternatives)) if alternatives else None
 
 
 def _known_methods() -> frozenset[str]:
@@ -140,7 +129,7 @@ class _State:
             description="Duration of HTTP client requests.",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
-        self.excluded = _compile_excluded(excluded_urls)
+        self.excluded = compile_excluded(excluded_urls)
         self.known_methods = _known_methods()
         self.authorities: dict[tuple[str, str], tuple[str, int | None, str | None]] = {}
 

@@ -17,14 +17,16 @@ from dataclasses import dataclass
 
 from watchman_collector.clock import Clock, EventClock, WallClock
 from watchman_collector.config import AnalyzerConfig
+from watchman_collector.detect import DetectPolicy
 from watchman_collector.diagnose import Diagnostician
 from watchman_collector.graph import ServiceGraph
 from watchman_collector.intake import ReceiverStats
 from watchman_collector.pair import SpanPairer
 from watchman_collector.records import Batch
-from watchman_collector.rules import default_rules, load_rules
+from watchman_collector.rules import RuleSet, default_rules, load_rules
+from watchman_collector.stats import DETAIL_S
 
-__all__ = ["Analyzer", "AnalyzerCounters", "TickSubscriber"]
+__all__ = ["Analyzer", "AnalyzerCounters", "TickSubscriber", "detail_horizon_s"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,18 @@ _NS_PER_S = 1_000_000_000
 
 TickSubscriber = Callable[[int], None]
 """Called with the clock's `now_ns` after each tick's pair/graph expiry (detect, cascade, alert)."""
+
+
+def detail_horizon_s(rules: RuleSet) -> float:
+    """How far back the graph keeps full-resolution buckets: what detection reads, at least.
+
+    Detection reads a series' baseline history plus twice its window (the onset estimate looks
+    back that far); beyond the horizon buckets are rolled up and would no longer line up.
+    """
+    thresholds = [rules.thresholds, *(rules.thresholds_for(s) for s in rules.services)]
+    policies = [DetectPolicy.from_thresholds(t) for t in thresholds]
+    reach_s = max(p.baseline_s + 2 * p.window_s + p.settle_s for p in policies)
+    return max(DETAIL_S, reach_s + 60.0)  # a bucket of slack either side
 
 
 @dataclass(slots=True)
@@ -63,7 +77,9 @@ class Analyzer:
             max_pending=cfg.pair_max_pending,
             dedupe_capacity=cfg.dedupe_capacity,
         )
+        self.rules = load_rules(cfg.rules) if cfg.rules else default_rules()
         self.graph = ServiceGraph(
+            detail_s=detail_horizon_s(self.rules),
             bucket_s=cfg.bucket,
             retention_s=cfg.retention,
             allowed_lateness_s=cfg.allowed_lateness,
@@ -74,7 +90,6 @@ class Analyzer:
         )
         self.receiver_stats = ReceiverStats()
         self.queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=cfg.queue_size)
-        self.rules = load_rules(cfg.rules) if cfg.rules else default_rules()
         self.diagnostician = Diagnostician(self.graph, self.rules)
         self.tick_subscribers: list[TickSubscriber] = [self.diagnostician]
         self.counters = AnalyzerCounters()

@@ -7,8 +7,10 @@ import asyncio
 import pytest
 from watchman_collector.clock import EventClock
 from watchman_collector.config import AnalyzerConfig
-from watchman_collector.pipeline import Analyzer
+from watchman_collector.pipeline import Analyzer, detail_horizon_s
 from watchman_collector.records import Batch, Heartbeat, Span, SpanKind
+from watchman_collector.rules import default_rules, parse_rules
+from watchman_collector.stats import DETAIL_S
 
 T0 = 1_700_000_000_000_000_000
 S = 1_000_000_000
@@ -187,3 +189,12 @@ async def test_run_consumes_the_queue():
     assert edge is not None
     assert edge.red.total_calls == 5
     assert not analyzer.running
+
+
+def test_full_resolution_reaches_as_far_back_as_detection_reads():
+    """The graph keeps 10 s buckets for baseline + two windows; a long window widens that."""
+    assert detail_horizon_s(default_rules()) == DETAIL_S
+    rules = parse_rules({"services": {"batch": {"thresholds": {"window": "10m"}}}})
+    assert detail_horizon_s(rules) >= 600 + 2 * 600 + 10
+    analyzer = Analyzer(AnalyzerConfig())
+    assert analyzer.graph.detail_s == DETAIL_S
