@@ -41,6 +41,7 @@ __all__ = [
     "decode_metrics",
     "decode_trace_bytes",
     "decode_traces",
+    "host_of",
 ]
 
 UNKNOWN_SERVICE = "unknown_service"
@@ -276,7 +277,7 @@ def _string_value(value: bytes | None) -> str:
     return ""
 
 
-def _host_of(value: str, *, is_url: bool) -> tuple[str | None, int | None]:
+def host_of(value: str, *, is_url: bool) -> tuple[str | None, int | None]:
     """Host and port of `http.host` ("host[:port]") or of a URL."""
     try:
         parts = urlsplit(value if is_url else "//" + value)
@@ -326,7 +327,7 @@ def _address_fallback(get: Any, port: int | None) -> tuple[str | None, int | Non
     raw = get("http.host")
     value = _read_text(raw) if raw is not None else None
     if value is not None:
-        address, host_port = _host_of(value, is_url=False)
+        address, host_port = host_of(value, is_url=False)
         if port is None:
             port = host_port
     if address is None:
@@ -337,7 +338,7 @@ def _address_fallback(get: Any, port: int | None) -> tuple[str | None, int | Non
             raw = get("http.url")
             url = _read_text(raw, remember=False) if raw is not None else None
         if url is not None:
-            address, host_port = _host_of(url, is_url=True)
+            address, host_port = host_of(url, is_url=True)
             if port is None:
                 port = host_port
     return address, port

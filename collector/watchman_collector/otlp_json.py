@@ -28,7 +28,6 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -46,6 +45,7 @@ from watchman_collector.decode import (
     decode_metrics,
     decode_trace_bytes,
     decode_traces,
+    host_of,
 )
 from watchman_collector.records import Batch, Heartbeat, Span, SpanKind
 
@@ -781,26 +781,13 @@ def _number(value: Any) -> int | None:
     raise _Unusual
 
 
-def _host_of(value: str, *, is_url: bool) -> tuple[str | None, int | None]:
-    """Host and port of `http.host` ("host[:port]") or of a URL, as decode reads them."""
-    try:
-        parts = urlsplit(value if is_url else "//" + value)
-    except ValueError:
-        return None, None
-    try:
-        port = parts.port
-    except ValueError:  # out of range or not a number: keep the host anyway
-        port = None
-    return parts.hostname or None, port
-
-
 def _address_fallback(get: Any, port: int | None) -> tuple[str | None, int | None]:
     """Server address (and port, if still unknown) from `http.host`, else from the URL."""
     address: str | None = None
     value = get("http.host")
     host = _text(value) if value is not None else None
     if host is not None:
-        address, host_port = _host_of(host, is_url=False)
+        address, host_port = host_of(host, is_url=False)
         if port is None:
             port = host_port
     if address is None:
@@ -810,7 +797,7 @@ def _address_fallback(get: Any, port: int | None) -> tuple[str | None, int | Non
             value = get("http.url")
             url = _text(value) if value is not None else None
         if url is not None:
-            address, host_port = _host_of(url, is_url=True)
+            address, host_port = host_of(url, is_url=True)
             if port is None:
                 port = host_port
     return address, port
