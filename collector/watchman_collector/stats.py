@@ -16,7 +16,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
-from operator import add
+from operator import add, itemgetter
 from typing import Any
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "RedSeries",
     "RedView",
     "add_call",
+    "quantile_of_counts",
 ]
 
 # The OpenTelemetry Collector servicegraph connector's default `latency_histogram_buckets`
@@ -53,6 +54,33 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 )
 
 _NS_PER_S = 1_000_000_000
+
+
+def quantile_of_counts(
+    bounds: tuple[float, ...], counts: Sequence[int], count: int, q: float, max_s: float = 0.0
+) -> float | None:
+    """`Histogram.quantile` of bins `counts` (`count` in all) without making a histogram.
+
+    `max_s` is only read when there are no finite bounds.
+    """
+    if not 0.0 <= q <= 1.0:
+        msg = f"quantile must be within [0, 1], got {q}"
+        raise ValueError(msg)
+    if not count:
+        return None
+    rank = q * count
+    below = 0
+    for i, n in enumerate(counts):
+        if below + n >= rank and (n or i == len(bounds)):
+            if i == len(bounds):
+                return bounds[-1] if bounds else max_s
+            start = bounds[i - 1] if i else 0.0
+            end = bounds[i]
+            if i == 0 and end <= 0.0:
+                return end
+            return start + (end - start) * ((rank - below) / n)
+        below += n
+    return bounds[-1] if bounds else max_s  # pragma: no cover - rank <= count always
 
 
 class Histogram:
@@ -111,25 +139,7 @@ class Histogram:
         a rank in the +Inf bucket answers the highest finite bound. Same numbers as a
         Prometheus query over our exported buckets, so dashboards and alerts agree with us.
         """
-        if not 0.0 <= q <= 1.0:
-            msg = f"quantile must be within [0, 1], got {q}"
-            raise ValueError(msg)
-        if not self.count:
-            return None
-        rank = q * self.count
-        below = 0
-        bounds = self.bounds
-        for i, n in enumerate(self.counts):
-            if below + n >= rank and (n or i == len(bounds)):
-                if i == len(bounds):
-                    return bounds[-1] if bounds else self.max_s
-                start = bounds[i - 1] if i else 0.0
-                end = bounds[i]
-                if i == 0 and end <= 0.0:
-                    return end
-                return start + (end - start) * ((rank - below) / n)
-            below += n
-        return bounds[-1] if bounds else self.max_s  # pragma: no cover - rank <= count always
+        return quantile_of_counts(self.bounds, self.counts, self.count, q, self.max_s)
 
     def copy(self) -> Histogram:
         """An independent copy."""
@@ -187,6 +197,7 @@ def _empty_flat(nb: int) -> list[Any]:
 
 
 _EMPTY: dict[int, list[Any]] = {}
+_first = itemgetter(_CALLS)
 _NO_FLOATS = array("d", bytes(16 * _KINDS))
 
 
@@ -465,6 +476,41 @@ class Bucket:
         return Histogram(self._bounds) if part is None else _histogram((part,), which, self._bounds)
 
     @property
+    def served(self) -> int:
+        """How many of the calls had their server half seen (`server.count`, counted directly)."""
+        h = self._server
+        if h is not None:
+            return h.count
+        part = self._part
+        if part is None:
+            return 0
+        flat, ring, s, _ = part
+        nb = len(self._bounds) + 1
+        if flat is not None:
+            return sum(flat[_HEAD + nb : _HEAD + 2 * nb])
+        assert ring is not None  # a part is a flat list or a ring slot
+        b = ring.bins[_SERVER]
+        return 0 if b is None else sum(b[s * nb : (s + 1) * nb])
+
+    def latency_counts(self) -> list[int]:
+        """The bins of `latency` (per bound, then +Inf), read without making the histogram."""
+        h = self._latency
+        if h is not None:
+            return h.counts[:]
+        part = self._part
+        nb = len(self._bounds) + 1
+        if part is None:
+            return [0] * nb
+        flat, ring, s, _ = part
+        if flat is not None:
+            lo = _HEAD + nb  # the server bins, then the client-only ones
+            row = flat[lo : lo + nb]
+            alone = flat[lo + nb : lo + 2 * nb]
+            return list(map(add, row, alone)) if any(alone) else row
+        assert ring is not None  # a part is a flat list or a ring slot
+        return list(ring.run(s, s, _SERVER, _ALONE + 1)[0])
+
+    @property
     def client(self) -> Histogram:
         """Client-side latency of the calls whose client half was seen."""
         if self._client is None:
@@ -710,7 +756,8 @@ class RedSeries:
     @property
     def total_calls(self) -> int:
         """Every call ever accepted."""
-        return int(self._tot[_CALLS]) + sum(int(f[_CALLS]) for f in self._open.values())
+        # In C: detection reads it for every series on every tick.
+        return int(self._tot[_CALLS] + sum(map(_first, self._open.values())))
 
     @property
     def total_failed(self) -> int:
@@ -898,7 +945,24 @@ class RedSeries:
         first, last = self._select(now_ns, seconds)
         bounds = self.bounds
         bucket_ns = self._bucket_ns
-        out: list[Bucket] = []
+        head = self._head
+        if head is not None and first > head - self._open_n:
+            # Within the open buckets (detection's windows): no ring to look at.
+            get = self._open.get
+            out: list[Bucket] = []
+            for i in range(first, last + 1):
+                flat = get(i)
+                if flat is None:
+                    out.append(Bucket(i * bucket_ns, 0, 0, bounds))
+                    continue
+                b = flat[-1]
+                if b is None or b.calls != flat[_CALLS]:
+                    b = flat[-1] = Bucket(
+                        i * bucket_ns, flat[0], flat[1], bounds, (flat, None, 0, 0)
+                    )
+                out.append(b)
+            return out
+        out = []
         c0, c1, first = self._rolled_range(first, last)
         coarse = self._coarse
         for c in range(c0, c1 + 1):

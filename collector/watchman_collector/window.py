@@ -1,7 +1,7 @@
 """Detection's reading of one series' window, kept up to date from tick to tick.
 
 Summing latency histograms over the window was most of the cost of judging a series, so a
-bucket's histogram is read once, when it enters the window, and again only if its call count
+bucket's latency bins are read once, when it enters the window, and again only if its call count
 changed (a bucket only ever gains calls), and the window's sum is kept up to date by adding and
 subtracting those. A series that took no call since the last read, read over the same buckets,
 is not read again at all. The numbers are those `RedSeries.window` gives.
@@ -11,32 +11,34 @@ from __future__ import annotations
 
 from operator import add, sub
 
-from watchman_collector.stats import Bucket, Histogram, RedSeries
+from watchman_collector.stats import Bucket, Histogram, RedSeries, quantile_of_counts
 
 __all__ = ["WindowReader"]
 
 _NS = 1_000_000_000
 
 # A window bucket as last read: start, calls, failed calls, calls whose server half was seen,
-# a copy of its latency bins (None: no latency; the bucket's own histogram may be the live one
-# later calls add into), calls with a latency, and the histogram itself (for its quantile while
-# the bucket's call count is unchanged).
+# its latency bins (None: no latency) and how many calls they hold, and the latency histogram
+# itself only for a histogram without finite bounds (whose quantile is its highest value).
 _Kept = tuple[int, int, int, int, tuple[int, ...] | None, int, Histogram | None]
 _EMPTY: tuple[tuple[int, ...] | None, int, Histogram | None] = (None, 0, None)
 
 
 def _keep(bucket: Bucket) -> _Kept:
-    h = bucket.latency
-    if not h.count:
-        return (bucket.start_ns, bucket.calls, bucket.failed, bucket.server.count, *_EMPTY)
+    # The bins are read from the bucket's numbers: making its histograms for them was most of
+    # a tick's cost when the window moved on.
+    counts = bucket.latency_counts()
+    total = sum(counts)
+    if not total:
+        return (bucket.start_ns, bucket.calls, bucket.failed, bucket.served, *_EMPTY)
     return (
         bucket.start_ns,
         bucket.calls,
         bucket.failed,
-        bucket.server.count,
-        tuple(h.counts),
-        h.count,
-        h,
+        bucket.served,
+        tuple(counts),
+        total,
+        None if len(counts) > 1 else bucket.latency,
     )
 
 
@@ -161,7 +163,12 @@ class WindowReader:
             if 0 <= j < len(kept):
                 k = kept[j]
                 if k[0] == bucket.start_ns and k[1] == bucket.calls:
-                    return k[6].quantile(q) if k[6] is not None else None
+                    if k[6] is not None:
+                        return k[6].quantile(q)
+                    counts = k[4]
+                    return (
+                        None if counts is None else quantile_of_counts(self.bounds, counts, k[5], q)
+                    )
         return bucket.latency.quantile(q)
 
     def quantile(self, q: float) -> float | None:
@@ -172,11 +179,8 @@ class WindowReader:
         if not self.total:
             value = None
         else:
-            h = Histogram(self.bounds)
-            h.counts = self.counts[:]
-            h.count = self.total
-            if not self.bounds:  # the only case `quantile` reads the highest value
-                h.max_s = max(k[6].max_s for k in self.kept if k[6] is not None)
-            value = h.quantile(q)
+            # Without finite bounds the quantile is the highest value, which only histograms hold.
+            max_s = 0.0 if self.bounds else max(k[6].max_s for k in self.kept if k[6] is not None)
+            value = quantile_of_counts(self.bounds, self.counts, self.total, q, max_s)
         quantiles[q] = value
         return value
