@@ -335,7 +335,7 @@ class Detector:
             else:
                 history = series.buckets(closed_until - 1, span_s)
                 window = series.buckets(eval_ns, policy.window_s)
-            state.last, state.total_calls = eval_ns // bucket_ns, series.total_calls
+            state.last = eval_ns // bucket_ns
             baseline.learn(
                 history,
                 bucket_s,
@@ -344,21 +344,23 @@ class Detector:
                 quantile_of=state.bucket_quantile,
             )
         else:
-            # A series that took no call since the last tick, read over the same buckets, has
-            # the same window: an idle series costs a counter read, not a window read.
+            # A series whose window took no call since the last tick, read over the same
+            # buckets, has the same window: an idle series costs a few counter reads, not a
+            # window read.
             last = eval_ns // bucket_ns
-            total = series.total_calls
+            total = series.calls_in(eval_ns, policy.window_s)
             if first == state.first and last == state.last and total == state.total_calls:
                 state.move_to(eval_ns, bucket_s)
                 window = None
             else:
-                state.last, state.total_calls = last, total
+                state.last = last
                 window = series.buckets(eval_ns, policy.window_s)
         state.first = first
         if window is None:
             same = baseline.version == state.version
         else:
             same = state.read(window, eval_ns, bucket_s) and baseline.version == state.version
+            state.total_calls = state.calls
 
         learned = len(baseline) >= policy.min_baseline_buckets
         stats = baseline.stats() if learned else None

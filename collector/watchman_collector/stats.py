@@ -995,6 +995,24 @@ class RedSeries:
                 )
         return out
 
+    def calls_in(self, now_ns: int, seconds: float) -> int:
+        """The calls of the buckets `buckets(now_ns, seconds)` gives, without making them.
+
+        Buckets only gain calls, so while this and the range stay the same, so do the buckets:
+        detection's test for an idle series, reading only the window's own buckets.
+        """
+        first, last = self._select(now_ns, seconds)
+        head = self._head
+        if head is not None and first > head - self._open_n:
+            get = self._open.get
+            calls = 0
+            for i in range(first, last + 1):
+                flat = get(i)
+                if flat is not None:
+                    calls += flat[_CALLS]
+            return calls
+        return sum(b.calls for b in self.buckets(now_ns, seconds))
+
     def window(self, now_ns: int, seconds: float) -> RedView:
         """Rate, errors and latency over the buckets overlapping the last `seconds` to `now_ns`.
 

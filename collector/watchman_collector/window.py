@@ -69,7 +69,7 @@ class WindowReader:
         self.key: tuple[int, ...] = ()  # the window's first bucket start and per-bucket calls
         self.kept: list[_Kept] = []  # the window's buckets, oldest first
         self.first = self.last = 0  # indices of the window's first and last buckets
-        self.total_calls = -1  # the series' `total_calls` when its window was last read
+        self.total_calls = -1  # the window's calls when last read (-1: read it again)
         self.calls = self.failed = self.served = 0  # served: calls whose server half was seen
         self.rate_per_s = self.error_ratio = 0.0
         self.counts: list[int] = [0] * (len(self.bounds) + 1)  # the window's latency bins

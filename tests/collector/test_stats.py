@@ -6,7 +6,13 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
-from watchman_collector.stats import LATENCY_BUCKETS_S, Histogram, RedSeries, add_call
+from watchman_collector.stats import (
+    LATENCY_BUCKETS_S,
+    Histogram,
+    RedSeries,
+    add_call,
+    quantile_of_counts,
+)
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S  # a bucket boundary for 10 s buckets
@@ -286,6 +292,41 @@ def test_windows_buckets_and_totals_match_a_plain_model(seed: int):
     assert (series.total_calls, series.total_failed) == model.count(*everything)
     _same(series.total_client, model.histogram(*everything, "client"))
     _same(series.total_server, model.histogram(*everything, "server"))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bucket_counts_without_histograms_match_the_histograms(seed: int):
+    """`Bucket.served`, `Bucket.latency_counts()`, `calls_in` and `quantile_of_counts` give what
+    the histograms and buckets give, for open, sealed and rolled-up buckets alike."""
+    series = RedSeries(bucket_s=10, retention_s=3600)
+    model = _Model()
+    now = _random_traffic(seed, series, model, buckets=200, late_s=3000.0)
+    for seconds in (20, 30, 45, 120, 900, 2000):
+        buckets = series.buckets(now, seconds)
+        assert series.calls_in(now, seconds) == sum(b.calls for b in buckets)
+        for b in buckets:
+            fresh = series.buckets(b.start_ns + 1, 1e-9)[0]  # no histogram made yet
+            assert (fresh.start_ns, fresh.calls) == (b.start_ns, b.calls)
+            assert fresh.served == b.server.count
+            assert fresh.latency_counts() == b.latency.counts
+            assert b.served == b.server.count  # and once the histograms exist
+            assert b.latency_counts() == b.latency.counts
+            for q in (0.0, 0.5, 0.95, 1.0):
+                h = b.latency
+                assert quantile_of_counts(h.bounds, h.counts, h.count, q) == h.quantile(q)
+    empty = RedSeries().buckets(T0, 30)[0]
+    assert (empty.served, empty.latency_counts()) == (0, [0] * (len(LATENCY_BUCKETS_S) + 1))
+    assert RedSeries().calls_in(T0, 30) == 0
+
+
+def test_quantile_of_counts_without_finite_bounds_is_the_highest_value():
+    """Without finite bounds the quantile is the `max_s` given, as `Histogram.quantile` says."""
+    h = Histogram(())
+    h.observe(0.3)
+    h.observe(0.7)
+    assert quantile_of_counts((), h.counts, h.count, 0.5, h.max_s) == h.quantile(0.5) == 0.7
+    with pytest.raises(ValueError, match="quantile"):
+        quantile_of_counts((), [1], 1, 1.5)
 
 
 def test_late_calls_land_in_sealed_and_rolled_up_buckets():
