@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from watchman_collector import __version__
 from watchman_collector.config import (
@@ -35,6 +36,7 @@ __all__ = [
     "EXIT_USAGE",
     "REGISTERED_MODULES",
     "Subcommand",
+    "add_subcommand",
     "build_parser",
     "main",
 ]
@@ -166,6 +168,20 @@ COMMANDS: tuple[Subcommand, ...] = (
         _run_replay,
     ),
 )
+
+
+def add_subcommand(subparsers: Any, command: Subcommand) -> argparse.ArgumentParser:
+    """Add a module's own `command` to the `watchman` subparsers (for its `register`).
+
+    `main` runs it through the parser's `_command` default, and reads `args.config` (the
+    settings file) for every subcommand: a module's command without `--config` reads none.
+    """
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        command.name, help=command.help, description=command.description
+    )
+    command.configure(parser)
+    parser.set_defaults(config=None, _command=command)
+    return parser
 
 
 REGISTERED_MODULES: tuple[str, ...] = ("watchman_collector.demo", "watchman_collector.dashboard")

@@ -952,20 +952,12 @@ def run_command(args: argparse.Namespace, config: AnalyzerConfig | None = None) 
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `dashboard` to the `watchman` subparsers (an `argparse` `_SubParsersAction`).
+    """Add `dashboard` to the `watchman` subparsers (an `argparse` `_SubParsersAction`)."""
+    from watchman_collector.cli import Subcommand, add_subcommand
 
-    The parser's `_command` default is a `cli.Subcommand`, which `cli.main` runs.
-    """
-    from watchman_collector.cli import Subcommand
-
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "dashboard", help=HELP, description=DESCRIPTION
+    return add_subcommand(
+        subparsers, Subcommand("dashboard", HELP, DESCRIPTION, configure_parser, run_command)
     )
-    configure_parser(parser)
-    command = Subcommand("dashboard", HELP, DESCRIPTION, configure_parser, run_command)
-    # `cli.main` reads `args.config` (the settings file) for every subcommand.
-    parser.set_defaults(config=None, _command=command)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,8 +16,8 @@ trace state) are skipped by the parser and not validated.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -42,6 +42,7 @@ __all__ = [
     "decode_trace_bytes",
     "decode_traces",
     "host_of",
+    "resource_heartbeats",
 ]
 
 UNKNOWN_SERVICE = "unknown_service"
@@ -561,6 +562,52 @@ def _latest(metric: Metric) -> NumberDataPoint | None:
     return best
 
 
+_P = TypeVar("_P")
+
+
+def _point_nanos(point: NumberDataPoint) -> int:
+    return int(point.time_unix_nano)
+
+
+def resource_heartbeats(  # noqa: PLR0917  # shared by the protobuf and JSON decoders
+    out: list[Heartbeat],
+    beats: Iterable[_P],
+    uptime_of: Callable[[_P], float | None],
+    time_of: Callable[[_P], int],
+    names: tuple[str, str, str | None],
+    usage: dict[str, float],
+) -> int:
+    """Append one `Heartbeat` per heartbeat point of one resource to `out`.
+
+    `uptime_of` / `time_of` read a point (protobuf or JSON); `names` is the resource's (service,
+    instance, host); `usage` its latest usage values by field. Returns how many points had no
+    value (rejected, not appended; their time is not read).
+    """
+    service, instance, host = names
+    cpu = usage.get("cpu_utilization")
+    ints = {f: int(v) for f, v in usage.items() if f in _INT_FIELDS}
+    missing = 0
+    for point in beats:
+        uptime = uptime_of(point)
+        if uptime is None:
+            missing += 1
+            continue
+        out.append(
+            Heartbeat(
+                service=service,
+                instance=instance,
+                time_ns=time_of(point),
+                uptime_s=uptime,
+                cpu_utilization=cpu,
+                memory_bytes=ints.get("memory_bytes"),
+                threads=ints.get("threads"),
+                inflight=ints.get("inflight"),
+                host=host,
+            )
+        )
+    return missing
+
+
 def decode_metrics(req: ExportMetricsServiceRequest) -> Batch:
     """One `Heartbeat` per `watchman.heartbeat` data point, with its resource's latest usage."""
     heartbeats: list[Heartbeat] = []
@@ -601,27 +648,16 @@ def decode_metrics(req: ExportMetricsServiceRequest) -> Batch:
                     usage_time[field] = point.time_unix_nano
         if not beats:
             continue
-        service, instance, host = _metric_resource_names(rm.resource.attributes)
-        cpu = usage.get("cpu_utilization")
-        ints = {f: int(v) for f, v in usage.items() if f in _INT_FIELDS}
-        for point in beats:
-            uptime = _point_value(point)
-            if uptime is None:
-                rejected += 1
-                if not reason:
-                    reason = f"resource_metrics[{r_index}]: {HEARTBEAT_METRIC} point has no value"
-                continue
-            heartbeats.append(
-                Heartbeat(
-                    service=service,
-                    instance=instance,
-                    time_ns=point.time_unix_nano,
-                    uptime_s=uptime,
-                    cpu_utilization=cpu,
-                    memory_bytes=ints.get("memory_bytes"),
-                    threads=ints.get("threads"),
-                    inflight=ints.get("inflight"),
-                    host=host,
-                )
-            )
+        missing = resource_heartbeats(
+            heartbeats,
+            beats,
+            _point_value,
+            _point_nanos,
+            _metric_resource_names(rm.resource.attributes),
+            usage,
+        )
+        if missing:
+            rejected += missing
+            if not reason:
+                reason = f"resource_metrics[{r_index}]: {HEARTBEAT_METRIC} point has no value"
     return Batch(heartbeats=heartbeats, rejected=rejected, reason=reason)

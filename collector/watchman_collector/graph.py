@@ -249,14 +249,17 @@ class ServiceGraph:
                 if server_s < 0.0:  # noqa: PLR1730  # clock skew; hot path: no max()
                     server_s = 0.0
                 si = bisect_left(bounds, server_s)
-            red = edge.red
-            flat = red._open.get(idx) or red._open_for(idx)  # hot path
-            if flat is None:
-                if not red._add_sealed(idx, failed, ci, client_s, si, server_s):
-                    self.counters.late_dropped += 1
-                    edge.dropped += 1
+            # The edge, then the node that served it: a call too late for the edge's buckets
+            # is dropped, not counted on the node either.
+            dropped = False
+            for red in (edge.red, server.served):
+                flat = red._open.get(idx) or red._open_for(idx)  # hot path
+                if flat is None:
+                    if not red._add_sealed(idx, failed, ci, client_s, si, server_s):
+                        dropped = red is edge.red
+                        if dropped:
+                            break
                     continue
-            else:
                 flat[0] += 1
                 if failed:
                     flat[1] += 1
@@ -275,29 +278,10 @@ class ServiceGraph:
                     flat[4] += server_s
                     if server_s > flat[5]:  # noqa: PLR1730  # hot path: no max() call
                         flat[5] = server_s
-            red = server.served
-            flat = red._open.get(idx) or red._open_for(idx)  # hot path
-            if flat is None:
-                red._add_sealed(idx, failed, ci, client_s, si, server_s)
-            else:
-                flat[0] += 1
-                if failed:
-                    flat[1] += 1
-                if client_s is not None:
-                    flat[cb + ci] += 1
-                    flat[2] += client_s
-                    if client_s > flat[3]:  # noqa: PLR1730  # hot path: no max() call
-                        flat[3] = client_s
-                    if server_s is None:
-                        flat[ob + ci] += 1
-                        flat[6] += client_s
-                        if client_s > flat[7]:  # noqa: PLR1730  # hot path: no max() call
-                            flat[7] = client_s
-                if server_s is not None:
-                    flat[sb + si] += 1
-                    flat[4] += server_s
-                    if server_s > flat[5]:  # noqa: PLR1730  # hot path: no max() call
-                        flat[5] = server_s
+            if dropped:
+                self.counters.late_dropped += 1
+                edge.dropped += 1
+                continue
             if server_s is None:  # the callee never answered as far as anyone reported
                 edge.unpaired += 1
                 latency = client_s

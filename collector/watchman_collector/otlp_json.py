@@ -46,6 +46,7 @@ from watchman_collector.decode import (
     decode_trace_bytes,
     decode_traces,
     host_of,
+    resource_heartbeats,
 )
 from watchman_collector.records import Batch, Heartbeat, Span, SpanKind
 
@@ -946,29 +947,18 @@ def _read_metrics(obj: dict[str, Any]) -> Batch:
                     usage_time[field] = best_time
         if not beats:
             continue
-        service, instance, host = _metric_resource_names(rm)
-        cpu = usage.get("cpu_utilization")
-        ints = {f: int(v) for f, v in usage.items() if f != "cpu_utilization"}
-        for point in beats:
-            uptime = _point_value(point)
-            if uptime is None:
-                rejected += 1
-                if not reason:
-                    reason = f"resource_metrics[{r_index}]: {HEARTBEAT_METRIC} point has no value"
-                continue
-            heartbeats.append(
-                Heartbeat(
-                    service=service,
-                    instance=instance,
-                    time_ns=_point_time(point),
-                    uptime_s=uptime,
-                    cpu_utilization=cpu,
-                    memory_bytes=ints.get("memory_bytes"),
-                    threads=ints.get("threads"),
-                    inflight=ints.get("inflight"),
-                    host=host,
-                )
-            )
+        missing = resource_heartbeats(
+            heartbeats,
+            beats,
+            _point_value,
+            _point_time,
+            _metric_resource_names(rm),
+            usage,
+        )
+        if missing:
+            rejected += missing
+            if not reason:
+                reason = f"resource_metrics[{r_index}]: {HEARTBEAT_METRIC} point has no value"
     return Batch(heartbeats=heartbeats, rejected=rejected, reason=reason)
 
 

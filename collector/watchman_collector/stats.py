@@ -1169,22 +1169,5 @@ def add_call(  # noqa: PLR0917  # the per-call hot path, inlined on purpose
             ):
                 return False
             continue
-        flat[_CALLS] += 1
-        if failed:
-            flat[_FAILED] += 1
-        if client_latency_s is not None:
-            flat[_HEAD + ci] += 1
-            flat[2] += client_latency_s
-            if client_latency_s > flat[3]:  # noqa: PLR1730  # hot path: no max() call
-                flat[3] = client_latency_s
-            if server_latency_s is None:
-                flat[_HEAD + 2 * nb + ci] += 1
-                flat[6] += client_latency_s
-                if client_latency_s > flat[7]:  # noqa: PLR1730  # hot path: no max() call
-                    flat[7] = client_latency_s
-        if server_latency_s is not None:
-            flat[_HEAD + nb + si] += 1
-            flat[4] += server_latency_s
-            if server_latency_s > flat[5]:  # noqa: PLR1730  # hot path: no max() call
-                flat[5] = server_latency_s
+        _bump(flat, nb, failed, ci, client_latency_s, si, server_latency_s)
     return True
