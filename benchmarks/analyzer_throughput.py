@@ -125,16 +125,17 @@ def _timed(function: Callable[[], object]) -> float:
 
 
 # `watchman serve` freezes what start-up made and raises the first-generation threshold
-# (serve.py); the "as serve runs it" row does the same around the run.
-_SERVE_GC_THRESHOLD = (50_000, 20, 100)
+# (serve.GC_THRESHOLD); the "as serve runs it" row does the same around the run.
 
 
 def _as_served(function: Callable[[], object]) -> float:
     """`_timed`, under `watchman serve`'s garbage-collector settings."""
+    from watchman_collector.serve import GC_THRESHOLD
+
     old = gc.get_threshold()
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*_SERVE_GC_THRESHOLD)
+    gc.set_threshold(*GC_THRESHOLD)
     try:
         began = time.process_time()
         function()

@@ -9,9 +9,11 @@ rebuild, for every series on every tick, was a seventh of a detection tick on a 
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, insort
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from math import isnan
 
 from watchman_collector.stats import Bucket
 
@@ -21,9 +23,10 @@ Robust = tuple[float, float]
 """(median, robust σ) of a set of values."""
 
 _Summary = tuple[float | None, float | None, float]  # (error ratio, latency quantile, rate)
+_NAN = float("nan")
 
 
-def median_sigma(ordered: list[float]) -> Robust:
+def median_sigma(ordered: Sequence[float]) -> Robust:
     """Median and a robust σ (IQR / 1.349) of `ordered`, which is sorted and not empty.
 
     The median is `statistics.median`'s (the mean of the two middle values of an even count);
@@ -36,13 +39,17 @@ def median_sigma(ordered: list[float]) -> Robust:
     return med, (q3 - q1) / 1.349
 
 
-def _median(ordered: list[float]) -> float:
+def _median(ordered: Sequence[float]) -> float:
     n = len(ordered)
     mid = n // 2
     return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def _drop(ordered: list[float], value: float) -> None:
+def _latency_quantile(bucket: Bucket, q: float) -> float | None:
+    return bucket.latency.quantile(q)
+
+
+def _drop(ordered: array[float], value: float) -> None:
     del ordered[bisect_left(ordered, value)]
 
 
@@ -55,10 +62,10 @@ class BaselineLearner:
 
     __slots__ = (
         "_errors",
+        "_oldest_first",
         "_p95s",
         "_rates",
         "_stats",
-        "_summaries",
         "frozen",
         "learned_until_ns",
         "maxlen",
@@ -70,15 +77,19 @@ class BaselineLearner:
         self.learned_until_ns = 0  # end of the newest bucket offered
         self.frozen = False
         self.version = 0  # counts the summaries ever added: what depends on them can tell
-        self._summaries: deque[_Summary] = deque()  # oldest first, to know which one leaves
-        self._errors: list[float] = []  # sorted, the summaries' error ratios that are known
-        self._p95s: list[float] = []  # sorted, likewise for the latency quantiles
-        self._rates: list[float] = []  # sorted, every summary's rate
+        # The summaries oldest first, to know which one leaves: (error ratio, latency quantile,
+        # rate) after one another, NaN for an unknown value.
+        self._oldest_first = array("d")
+        # Sorted, in contiguous machine doubles: a tick inserts into thousands of these, and a
+        # list's float objects are scattered in memory (reading them was most of the insert).
+        self._errors = array("d")  # the summaries' error ratios that are known
+        self._p95s = array("d")  # likewise for the latency quantiles
+        self._rates = array("d")  # every summary's rate
         self._stats: tuple[Robust | None, Robust | None, float | None] | None = None
 
     def __len__(self) -> int:
         """How many bucket summaries the baseline holds."""
-        return len(self._summaries)
+        return len(self._oldest_first) // 3
 
     def learn(
         self,
@@ -94,44 +105,56 @@ class BaselineLearner:
         `bucket_s` is the series' bucket width (`RedSeries.bucket_s`); `quantile_of(bucket, q)`
         answers a bucket's latency quantile where the caller has its histogram at hand.
         """
-        # A bucket with fewer calls than a third of the judging minimum has a rate but no
-        # meaningful error ratio or quantile.
-        enough = max(1, min_calls // 3)
         bucket_ns = int(bucket_s * 1_000_000_000)
+        of = quantile_of or _latency_quantile
         for b in buckets:
             end = b.start_ns + bucket_ns
-            if end <= self.learned_until_ns:
-                continue
-            self.learned_until_ns = end
-            if self.frozen:
-                continue
-            calls = b.calls
-            if calls >= enough:
-                error: float | None = b.failed / calls
-                p95 = (
-                    b.latency.quantile(quantile)
-                    if quantile_of is None
-                    else quantile_of(b, quantile)
-                )
-            else:
-                error = p95 = None
-            self._add((error, p95, calls / bucket_s))
+            if end > self.learned_until_ns:
+                self.offer(end, b.calls, b.failed, partial(of, b, quantile), bucket_s, min_calls)
+
+    def offer(  # noqa: PLR0917  # once per series per closed bucket: positional
+        self,
+        end_ns: int,
+        calls: int,
+        failed: int,
+        latency_quantile: Callable[[], float | None],
+        bucket_s: float,
+        min_calls: int,
+    ) -> None:
+        """Fold in one closed bucket ending at `end_ns`, after `learned_until_ns`.
+
+        `latency_quantile()` answers the bucket's latency quantile; it is called only when the
+        bucket is learned with enough calls for one.
+        """
+        self.learned_until_ns = end_ns
+        if self.frozen:
+            return
+        # A bucket with fewer calls than a third of the judging minimum has a rate but no
+        # meaningful error ratio or quantile.
+        if calls >= max(1, min_calls // 3):
+            self._add((failed / calls, latency_quantile(), calls / bucket_s))
+        else:
+            self._add((None, None, calls / bucket_s))
 
     def _add(self, summary: _Summary) -> None:
         self._stats = None
         self.version += 1
-        self._summaries.append(summary)
         error, p95, rate = summary
+        order = self._oldest_first
+        order.append(_NAN if error is None else error)
+        order.append(_NAN if p95 is None else p95)
+        order.append(rate)
         if error is not None:
             insort(self._errors, error)
         if p95 is not None:
             insort(self._p95s, p95)
         insort(self._rates, rate)
-        while len(self._summaries) > self.maxlen:
-            error, p95, rate = self._summaries.popleft()
-            if error is not None:
+        while len(order) > 3 * self.maxlen:
+            error, p95, rate = order[0], order[1], order[2]
+            del order[:3]
+            if not isnan(error):
                 _drop(self._errors, error)
-            if p95 is not None:
+            if not isnan(p95):
                 _drop(self._p95s, p95)
             _drop(self._rates, rate)
 

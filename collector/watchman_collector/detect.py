@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import partial
 
 from watchman_collector.baseline import BaselineLearner, Robust
 from watchman_collector.graph import EdgeState, InstanceState, NodeState, ServiceGraph
@@ -220,7 +221,16 @@ class _SeriesState(WindowReader):
     verdicts cannot change either and are not worked out again.
     """
 
-    __slots__ = ("base_err", "base_p95", "baseline", "judged", "result", "seen", "version")
+    __slots__ = (
+        "base_err",
+        "base_p95",
+        "baseline",
+        "judged",
+        "result",
+        "seen",
+        "settings",
+        "version",
+    )
 
     def __init__(self, series: RedSeries) -> None:
         super().__init__(series)
@@ -232,6 +242,7 @@ class _SeriesState(WindowReader):
         self.base_err: float | None = None  # baseline medians of the error ratio and latency
         self.base_p95: float | None = None
         self.result: EdgeHealth | None = None  # an edge's last verdict
+        self.settings: _Settings | None = None  # its service's, while the rules are the same
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +276,7 @@ class Detector:
             self._settings = {}
             self._settings_of = (book, book.rules)
             for kept in [*self._edges.values(), *self._nodes.values()]:
-                kept.key, kept.total_calls = (), -1  # judged under other rules: redo it all
+                kept.key, kept.total_calls, kept.settings = [], -1, None  # other rules: redo it all
         edges: dict[tuple[str, str], EdgeHealth] = {}
         states = self._edges
         for edge in graph.edges():
@@ -322,7 +333,32 @@ class Detector:
         first = (eval_ns - settings.window_ns) // bucket_ns
         closed_until = first * bucket_ns
         learn_from = max(baseline.learned_until_ns, closed_until - settings.baseline_ns)
-        if closed_until > learn_from:
+        last = eval_ns // bucket_ns
+        leaving = None
+        if (
+            first == state.first + 1
+            and last == state.last + 1
+            and closed_until - learn_from == bucket_ns
+            and learn_from == baseline.learned_until_ns
+        ):
+            # The steady state: the window moved on by one bucket, and the bucket that left it
+            # is the one the baseline learns next. Read from the open buckets, without making
+            # `Bucket`s, when the buckets that stay are as they were.
+            leaving = state.slide(series, first)
+        if leaving is not None:
+            state.last = last
+            baseline.offer(
+                closed_until,
+                leaving[1],
+                leaving[2],
+                partial(state.kept_quantile, leaving, policy.latency_quantile),
+                bucket_s,
+                policy.min_calls,
+            )
+            window = None
+            state.move_to(eval_ns, bucket_s)
+            state.total_calls = state.calls
+        elif closed_until > learn_from:
             span_s = (closed_until - learn_from) / _NS
             # Read with the window in one call, from the first bucket `buckets(closed_until - 1,
             # span_s)` selects, when the range keeps one bucket width (no rolled-up buckets).
@@ -347,8 +383,8 @@ class Detector:
             # A series whose window took no call since the last tick, read over the same
             # buckets, has the same window: an idle series costs a few counter reads, not a
             # window read.
-            last = eval_ns // bucket_ns
-            total = series.calls_in(eval_ns, policy.window_s)
+            calls = series.open_calls(first, last)
+            total = sum(calls) if calls is not None else series.calls_in(eval_ns, policy.window_s)
             if first == state.first and last == state.last and total == state.total_calls:
                 state.move_to(eval_ns, bucket_s)
                 window = None
@@ -356,7 +392,9 @@ class Detector:
                 state.last = last
                 window = series.buckets(eval_ns, policy.window_s)
         state.first = first
-        if window is None:
+        if leaving is not None:
+            same = False
+        elif window is None:
             same = baseline.version == state.version
         else:
             same = state.read(window, eval_ns, bucket_s) and baseline.version == state.version
@@ -373,21 +411,33 @@ class Detector:
             state.base_p95 = p95_stats[0] if p95_stats else None
             judged: list[Evidence] = []
             if state.calls >= policy.min_calls:
-                ev = self._judge_errors(state, err_stats, policy, series, eval_ns)
-                if ev is not None:
-                    judged.append(ev)
-                ev = self._judge_latency(state, p95_stats, policy, series, eval_ns)
-                if ev is not None:
-                    judged.append(ev)
+                # Each judgement is called only past the first test it makes (the common,
+                # healthy case costs a comparison, not a call).
+                if state.failed >= policy.error_min_failed:
+                    ev = self._judge_errors(state, err_stats, policy, series, eval_ns)
+                    if ev is not None:
+                        judged.append(ev)
+                if p95_stats is not None:
+                    p95 = state.quantile(policy.latency_quantile)
+                    if p95 is not None and p95 >= policy.latency_degraded_s:
+                        ev = self._judge_latency(state, p95_stats, policy, series, eval_ns)
+                        if ev is not None:
+                            judged.append(ev)
             state.judged = tuple(judged)
         # Only a learned baseline freezes: one frozen at start-up would never learn at all.
         baseline.frozen = learned and bool(state.judged)
-        rate = stats[2] if stats else None
-        if rate is not None:
-            # The rate moves with the clock: judged on every tick.
-            ev = self._judge_traffic(state, rate, policy)
-            if ev is not None:
-                return (*state.judged, ev), False
+        if stats is not None:
+            # The rate moves with the clock: judged on every tick, past a test that keeps a
+            # margin for rounding (`_judge_traffic` decides).
+            rate = stats[2]
+            if (
+                rate is not None
+                and rate >= policy.traffic_min_rate
+                and state.rate_per_s <= rate * (1.000001 - policy.traffic_drop_degraded)
+            ):
+                ev = self._judge_traffic(state, rate, policy)
+                if ev is not None:
+                    return (*state.judged, ev), False
         return state.judged, same and not state.judged
 
     @staticmethod
@@ -493,7 +543,9 @@ class Detector:
     # -- nodes and edges --------------------------------------------------------------------
 
     def _judge_edge(self, edge: EdgeState, state: _SeriesState, now_ns: int) -> EdgeHealth:
-        settings = self._settings_for(edge.server)
+        settings = state.settings
+        if settings is None:
+            settings = state.settings = self._settings_for(edge.server)
         evidence, same = self._judge_series(state, edge.red, settings, now_ns - settings.settle_ns)
         failed = edge.exemplars.failed
         last = state.result
@@ -544,7 +596,9 @@ class Detector:
         edges: Mapping[tuple[str, str], EdgeHealth],
         now_ns: int,
     ) -> NodeHealth:
-        settings = self._settings_for(node.name)
+        settings = state.settings
+        if settings is None:
+            settings = state.settings = self._settings_for(node.name)
         policy = settings.policy
         eval_ns = now_ns - settings.settle_ns
         judged, _ = self._judge_series(state, node.served, settings, eval_ns)

@@ -31,7 +31,7 @@ from watchman_collector.pipeline import Analyzer
 if TYPE_CHECKING:
     import grpc.aio
 
-__all__ = ["AnalyzerServer", "BoundAddresses", "ServeError", "serve"]
+__all__ = ["GC_THRESHOLD", "AnalyzerServer", "BoundAddresses", "ServeError", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,10 @@ async def _stop_uvicorn(listener: tuple[_Server, asyncio.Task[None]]) -> None:
         await task
 
 
+GC_THRESHOLD = (50_000, 20, 100)
+"""The garbage collector's thresholds `watchman serve` runs with (`gc.set_threshold`)."""
+
+
 def serve(config: AnalyzerConfig) -> int:
     """Run `watchman serve` until a signal; the process exit code (0 clean, 1 startup failure)."""
     server = AnalyzerServer(config)
@@ -251,7 +255,7 @@ def serve(config: AnalyzerConfig) -> int:
     # the hot path (measured ≈ 8 % end to end, docs/performance.md).
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(*GC_THRESHOLD)
     try:
         asyncio.run(server.serve())
     except ServeError as exc:

@@ -14,8 +14,9 @@ when read. See docs/graph.md ("Memory").
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from itertools import accumulate, repeat
 from operator import add, itemgetter
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "LATENCY_BUCKETS_S",
     "ROLLUP_S",
     "Bucket",
+    "BucketNumbers",
     "Histogram",
     "RedSeries",
     "RedView",
@@ -69,18 +71,18 @@ def quantile_of_counts(
     if not count:
         return None
     rank = q * count
-    below = 0
-    for i, n in enumerate(counts):
-        if below + n >= rank and (n or i == len(bounds)):
-            if i == len(bounds):
-                return bounds[-1] if bounds else max_s
-            start = bounds[i - 1] if i else 0.0
-            end = bounds[i]
-            if i == 0 and end <= 0.0:
-                return end
-            return start + (end - start) * ((rank - below) / n)
-        below += n
-    return bounds[-1] if bounds else max_s  # pragma: no cover - rank <= count always
+    # The first bin whose running count reaches the rank, found in C (accumulate, bisect): it
+    # holds calls, so a run of empty bins is never chosen. Rank 0 takes the first bin with any.
+    running = list(accumulate(counts))
+    i = bisect_right(running, 0) if rank <= 0 else bisect_left(running, rank)
+    if i >= len(bounds):
+        return bounds[-1] if bounds else max_s
+    start = bounds[i - 1] if i else 0.0
+    end = bounds[i]
+    if i == 0 and end <= 0.0:
+        return end
+    below = running[i - 1] if i else 0
+    return start + (end - start) * ((rank - below) / counts[i])
 
 
 class Histogram:
@@ -432,6 +434,12 @@ def _histogram(parts: Sequence[_Part], which: int, bounds: tuple[float, ...]) ->
 
 
 _LATENCY = 2  # not a stored kind: server where seen, else client-only
+
+BucketNumbers = tuple[int, int, int, tuple[int, ...] | None, int]
+"""A bucket's calls, failed calls, calls whose server half was seen, latency bins (None: no
+latency counted, as an empty `Bucket.latency`) and how many calls the bins hold."""
+_NO_NUMBERS: BucketNumbers = (0, 0, 0, None, 0)
+_NO_CALLS = repeat((0,))
 
 
 class Bucket:
@@ -994,6 +1002,41 @@ class RedSeries:
                     Bucket(i * bucket_ns, cnt[2 * s], cnt[2 * s + 1], bounds, (None, fine, s, s))
                 )
         return out
+
+    def open_calls(self, first: int, last: int) -> list[int] | None:
+        """The calls of buckets `first..last`, or None unless all of them are still open.
+
+        Detection's windows lie within the open buckets (the newest `_OPEN_BUCKETS`); reading
+        them costs a lookup each, and `open_numbers` reads the rest of one without making a
+        `Bucket`.
+        """
+        head = self._head
+        if head is None or first <= head - self._open_n:
+            return None
+        # In C: a lookup per bucket, a missing one read as no calls.
+        return list(map(_first, map(self._open.get, range(first, last + 1), _NO_CALLS)))
+
+    def open_numbers(self, idx: int) -> BucketNumbers:
+        """Open bucket `idx` (see `open_calls`) as `buckets` would read it, without a `Bucket`.
+
+        The numbers are `(calls, failed, served, latency bins, calls in the bins)`, as
+        `Bucket.calls`, `.failed`, `.served`, `.latency_counts()` and their sum give them.
+        """
+        flat = self._open.get(idx)
+        if flat is None or not flat[_CALLS]:
+            return _NO_NUMBERS
+        nb = self._nb
+        lo = _HEAD + nb  # the server bins, then the client-only ones
+        mid = lo + nb
+        row = flat[lo:mid]
+        served = sum(row)
+        alone = flat[mid : mid + nb]
+        if any(alone):
+            bins = tuple(map(add, row, alone))
+            return (flat[_CALLS], flat[_FAILED], served, bins, sum(bins))
+        if served:
+            return (flat[_CALLS], flat[_FAILED], served, tuple(row), served)
+        return (flat[_CALLS], flat[_FAILED], 0, None, 0)
 
     def calls_in(self, now_ns: int, seconds: float) -> int:
         """The calls of the buckets `buckets(now_ns, seconds)` gives, without making them.

@@ -66,7 +66,7 @@ class WindowReader:
     def __init__(self, series: RedSeries) -> None:
         self.bounds = series.bounds
         self.bucket_ns = int(series.bucket_s * _NS)
-        self.key: tuple[int, ...] = ()  # the window's first bucket start and per-bucket calls
+        self.key: list[int] = []  # the window's first bucket start and per-bucket calls
         self.kept: list[_Kept] = []  # the window's buckets, oldest first
         self.first = self.last = 0  # indices of the window's first and last buckets
         self.total_calls = -1  # the window's calls when last read (-1: read it again)
@@ -79,7 +79,7 @@ class WindowReader:
     def read(self, window: list[Bucket], eval_ns: int, bucket_s: float) -> bool:
         """Take in the window's buckets (`RedSeries.buckets` to `eval_ns`); False if changed."""
         start_ns = window[0].start_ns
-        key = (start_ns, *[b.calls for b in window])
+        key = [start_ns, *[b.calls for b in window]]
         same = key == self.key
         old_key = self.key
         if not same and (
@@ -91,22 +91,8 @@ class WindowReader:
             # The steady state: the window moved on by one bucket and the others are as they
             # were. One bucket leaves, one comes in.
             self.key = key
-            gone = self.kept[0]
             b = window[-1]
-            k = _keep(b) if b.calls else (b.start_ns, 0, 0, 0, *_EMPTY)
-            self.kept = [*self.kept[1:], k]
-            counts = self.counts
-            if gone[4] is not None:
-                counts = list(map(sub, counts, gone[4]))
-            if k[4] is not None:
-                counts = list(map(add, counts, k[4]))
-            self.counts = counts
-            self.total += k[5] - gone[5]
-            self.calls = calls = self.calls + k[1] - gone[1]
-            self.failed = failed = self.failed + k[2] - gone[2]
-            self.served += k[3] - gone[3]
-            self.error_ratio = failed / calls if calls else 0.0
-            self.quantiles = {}
+            self._move_on(_keep(b) if b.calls else (b.start_ns, 0, 0, 0, *_EMPTY))
         elif not same:
             self.key = key
             old = self.kept
@@ -147,6 +133,62 @@ class WindowReader:
         self.move_to(eval_ns, bucket_s)
         return same
 
+    def slide(self, series: RedSeries, first: int) -> _Kept | None:
+        """The steady state, read from open buckets: the window moved on by one bucket.
+
+        `first` is the index of the new window's first bucket. Unless the window's buckets are
+        open (`RedSeries.open_calls`) and those that stay are as they were, nothing is changed
+        and None is returned (read the window instead); else the bucket that left the window,
+        as it is now, for the baseline to learn.
+        """
+        kept = self.kept
+        n = len(kept)
+        if not n or not self.bounds:
+            return None
+        calls = series.open_calls(first - 1, first + n - 1)
+        if calls is None:
+            return None
+        key = self.key
+        bucket_ns = self.bucket_ns
+        start_ns = first * bucket_ns
+        if key[0] != start_ns - bucket_ns or calls[1:-1] != key[2:]:
+            return None
+        gone = kept[0]
+        # A late call may have landed in the leaving bucket since it was last read.
+        leaving = gone if calls[0] == gone[1] else (gone[0], *series.open_numbers(first - 1), None)
+        k: _Kept = (start_ns + (n - 1) * bucket_ns, *series.open_numbers(first + n - 1), None)
+        calls[0] = start_ns
+        self.key = calls
+        self._move_on(k)
+        return leaving
+
+    def _move_on(self, k: _Kept) -> None:
+        """The window's oldest bucket leaves and `k` comes in; the others stay as they were."""
+        kept = self.kept
+        gone = kept[0]
+        del kept[0]
+        kept.append(k)
+        if gone[4] is not None:
+            if k[4] is not None:
+                self.counts = list(map(add, map(sub, self.counts, gone[4]), k[4]))
+            else:
+                self.counts = list(map(sub, self.counts, gone[4]))
+        elif k[4] is not None:
+            self.counts = list(map(add, self.counts, k[4]))
+        self.total += k[5] - gone[5]
+        self.calls = calls = self.calls + k[1] - gone[1]
+        self.failed = failed = self.failed + k[2] - gone[2]
+        self.served += k[3] - gone[3]
+        self.error_ratio = failed / calls if calls else 0.0
+        self.quantiles = {}
+
+    def kept_quantile(self, k: _Kept, q: float) -> float | None:
+        """The latency quantile of a bucket as kept (`Bucket.latency.quantile`)."""
+        if k[6] is not None:
+            return k[6].quantile(q)
+        counts = k[4]
+        return None if counts is None else quantile_of_counts(self.bounds, counts, k[5], q)
+
     def move_to(self, eval_ns: int, bucket_s: float) -> None:
         """The window's rate as of `eval_ns`, its buckets unchanged."""
         # As `RedSeries.window`: divided by the time covered, from the first bucket's start.
@@ -163,12 +205,7 @@ class WindowReader:
             if 0 <= j < len(kept):
                 k = kept[j]
                 if k[0] == bucket.start_ns and k[1] == bucket.calls:
-                    if k[6] is not None:
-                        return k[6].quantile(q)
-                    counts = k[4]
-                    return (
-                        None if counts is None else quantile_of_counts(self.bounds, counts, k[5], q)
-                    )
+                    return self.kept_quantile(k, q)
         return bucket.latency.quantile(q)
 
     def quantile(self, q: float) -> float | None:

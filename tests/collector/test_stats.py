@@ -314,9 +314,65 @@ def test_bucket_counts_without_histograms_match_the_histograms(seed: int):
             for q in (0.0, 0.5, 0.95, 1.0):
                 h = b.latency
                 assert quantile_of_counts(h.bounds, h.counts, h.count, q) == h.quantile(q)
+    # The open buckets read without `Bucket`s: the numbers the buckets give.
+    head = series._head
+    assert head is not None
+    first = head - 11  # the oldest open bucket
+    assert series.open_calls(first - 1, head) is None  # one of them already sealed
+    calls = series.open_calls(first, head + 1)
+    assert calls is not None
+    for idx, n in zip(range(first, head + 2), calls, strict=True):
+        b = series.buckets(idx * series._bucket_ns + 1, 1e-9)[0]
+        numbers = series.open_numbers(idx)
+        assert n == b.calls == numbers[0]
+        counts = b.latency_counts()
+        bins = tuple(counts) if sum(counts) else None
+        assert numbers == (b.calls, b.failed, b.served, bins, sum(counts))
     empty = RedSeries().buckets(T0, 30)[0]
     assert (empty.served, empty.latency_counts()) == (0, [0] * (len(LATENCY_BUCKETS_S) + 1))
     assert RedSeries().calls_in(T0, 30) == 0
+    assert RedSeries().open_calls(0, 3) is None
+
+
+def _quantile_by_walking(
+    bounds: tuple[float, ...], counts: list[int], count: int, q: float, max_s: float
+) -> float | None:
+    """The bin walk `Histogram.quantile` is defined by, one bin after another."""
+    if not count:
+        return None
+    rank = q * count
+    below = 0
+    for i, n in enumerate(counts):
+        if below + n >= rank and (n or i == len(bounds)):
+            if i == len(bounds):
+                return bounds[-1] if bounds else max_s
+            start = bounds[i - 1] if i else 0.0
+            end = bounds[i]
+            if i == 0 and end <= 0.0:
+                return end
+            return start + (end - start) * ((rank - below) / n)
+        below += n
+    return bounds[-1] if bounds else max_s
+
+
+def test_quantile_of_counts_is_the_bin_walk() -> None:
+    """The running-count search answers exactly what walking the bins does, empty bins,
+    rank 0, a first bound at 0 and no finite bounds included."""
+    rng = random.Random(11)
+    for _ in range(20_000):
+        size = rng.choice([len(LATENCY_BUCKETS_S), 3, 1, 0])
+        bounds = (
+            LATENCY_BUCKETS_S
+            if size == len(LATENCY_BUCKETS_S)
+            else tuple(sorted(rng.uniform(0, 2) for _ in range(size)))
+        )
+        if bounds and rng.random() < 0.05:
+            bounds = (0.0, *bounds[1:])
+        counts = [rng.choice([0, 0, 1, 2, 5, 100]) for _ in range(len(bounds) + 1)]
+        q = rng.choice([0.0, 0.5, 0.95, 0.99, 1.0, rng.random()])
+        max_s = rng.uniform(0, 3)
+        expected = _quantile_by_walking(bounds, counts, sum(counts), q, max_s)
+        assert quantile_of_counts(bounds, counts, sum(counts), q, max_s) == expected
 
 
 def test_quantile_of_counts_without_finite_bounds_is_the_highest_value():

@@ -100,3 +100,46 @@ def test_bucket_quantile_uses_the_kept_histogram() -> None:
     read(reader, series, eval_ns)
     for b in series.buckets(eval_ns, 30.0):
         assert reader.bucket_quantile(b, 0.95) == b.latency.quantile(0.95)
+
+
+def test_sliding_by_one_bucket_equals_reading_the_window() -> None:
+    """The steady-state slide, from open buckets, leaves the numbers a full read gives, and
+    hands back the bucket that left as it is now (late calls into it included)."""
+    rng = random.Random(9)
+    series = RedSeries(10.0, 3600.0)
+    reader = WindowReader(series)
+    add_calls(series, rng, 0, 60)
+    slid = 0
+    for step in range(30):
+        now_s = 60 + 10 * step
+        add_calls(series, rng, now_s - 10, now_s)
+        if step % 4 == 1:  # late calls into the bucket about to leave the window
+            add_calls(series, rng, now_s - 50, now_s - 49)
+        eval_ns = T0 + (now_s - 10) * NS
+        first = (eval_ns - 30 * NS) // (10 * NS)
+        leaving = reader.slide(series, first) if reader.kept else None
+        if leaving is None:
+            reader.read(series.buckets(eval_ns, 30.0), eval_ns, series.bucket_s)
+        else:
+            slid += 1
+            gone = series.buckets(leaving[0] + 1, 1e-9)[0]
+            assert (leaving[0], leaving[1], leaving[2]) == (gone.start_ns, gone.calls, gone.failed)
+            for q in (0.5, 0.95):
+                assert reader.kept_quantile(leaving, q) == gone.latency.quantile(q)
+            reader.move_to(eval_ns, series.bucket_s)
+        assert_as_fresh(reader, series, eval_ns)
+    assert slid >= 20  # the steady state was taken, not only full reads
+
+
+def test_slide_refuses_when_a_staying_bucket_changed() -> None:
+    """A late call into a bucket that stays in the window: no slide, nothing changed."""
+    rng = random.Random(2)
+    series = RedSeries(10.0, 3600.0)
+    reader = WindowReader(series)
+    add_calls(series, rng, 0, 70)
+    eval_ns = T0 + 60 * NS
+    reader.read(series.buckets(eval_ns, 30.0), eval_ns, series.bucket_s)
+    before = (list(reader.key), list(reader.kept), reader.calls)
+    series.add(T0 + 45 * NS, False, 0.01, 0.01, T0 + 70 * NS, 120.0)
+    assert reader.slide(series, (eval_ns + 10 * NS - 30 * NS) // (10 * NS)) is None
+    assert (reader.key, reader.kept, reader.calls) == before
