@@ -181,10 +181,10 @@ def detect_tick(quick: bool) -> list[Figure]:
     between: list[float] = []
     old_threshold = gc.get_threshold()
     gc.set_threshold(*GC_THRESHOLD)
+    bucket_ns = _BUCKET_S * _NS
     try:
         for _ in range(ticks):
             step()
-            bucket_ns = _BUCKET_S * _NS
             moved = (clock["now"] - _SETTLE_NS) // bucket_ns != (
                 clock["now"] - _SETTLE_NS - int(_TICK_S * _NS)
             ) // bucket_ns

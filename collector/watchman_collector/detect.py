@@ -346,7 +346,6 @@ class Detector:
             # `Bucket`s, when the buckets that stay are as they were.
             leaving = state.slide(series, first)
         if leaving is not None:
-            state.last = last
             baseline.offer(
                 closed_until,
                 leaving[1],
@@ -365,13 +364,12 @@ class Detector:
             learn_first = (closed_until - 1 - int(span_s * _NS)) // bucket_ns
             buckets = series.buckets(eval_ns, (eval_ns - learn_first * bucket_ns) / _NS)
             oldest = buckets[0].start_ns // bucket_ns
-            if oldest <= learn_first and len(buckets) == eval_ns // bucket_ns - oldest + 1:
+            if oldest <= learn_first and len(buckets) == last - oldest + 1:
                 history = buckets[learn_first - oldest : first - oldest]
                 window = buckets[first - oldest :]
             else:
                 history = series.buckets(closed_until - 1, span_s)
                 window = series.buckets(eval_ns, policy.window_s)
-            state.last = eval_ns // bucket_ns
             baseline.learn(
                 history,
                 bucket_s,
@@ -383,15 +381,13 @@ class Detector:
             # A series whose window took no call since the last tick, read over the same
             # buckets, has the same window: an idle series costs a few counter reads, not a
             # window read.
-            calls = series.open_calls(first, last)
-            total = sum(calls) if calls is not None else series.calls_in(eval_ns, policy.window_s)
+            total = series.calls_in(eval_ns, policy.window_s)
             if first == state.first and last == state.last and total == state.total_calls:
                 state.move_to(eval_ns, bucket_s)
                 window = None
             else:
-                state.last = last
                 window = series.buckets(eval_ns, policy.window_s)
-        state.first = first
+        state.first, state.last = first, last
         if leaving is not None:
             same = False
         elif window is None:
@@ -420,7 +416,7 @@ class Detector:
                 if p95_stats is not None:
                     p95 = state.quantile(policy.latency_quantile)
                     if p95 is not None and p95 >= policy.latency_degraded_s:
-                        ev = self._judge_latency(state, p95_stats, policy, series, eval_ns)
+                        ev = self._judge_latency(p95, p95_stats, policy, series, eval_ns)
                         if ev is not None:
                             judged.append(ev)
             state.judged = tuple(judged)
@@ -482,18 +478,14 @@ class Detector:
 
     @staticmethod
     def _judge_latency(
-        view: _SeriesState,
-        history: Robust | None,
+        p95: float,
+        history: Robust,
         policy: DetectPolicy,
         series: RedSeries,
         eval_ns: int,
     ) -> Evidence | None:
-        if not history:
-            return None
+        """`p95`: the window's latency quantile (`policy.latency_quantile`)."""
         q = policy.latency_quantile
-        p95 = view.quantile(q)
-        if p95 is None:
-            return None
         base, sigma = history
         threshold = max(
             policy.latency_degraded_s,

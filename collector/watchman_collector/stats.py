@@ -435,6 +435,15 @@ def _histogram(parts: Sequence[_Part], which: int, bounds: tuple[float, ...]) ->
 
 _LATENCY = 2  # not a stored kind: server where seen, else client-only
 
+
+def _open_latency(flat: list[Any], nb: int) -> list[int]:
+    """An open bucket's latency bins: the server bins plus the client-only ones."""
+    lo = _HEAD + nb
+    row = flat[lo : lo + nb]
+    alone = flat[lo + nb : lo + 2 * nb]
+    return list(map(add, row, alone)) if any(alone) else row
+
+
 BucketNumbers = tuple[int, int, int, tuple[int, ...] | None, int]
 """A bucket's calls, failed calls, calls whose server half was seen, latency bins (None: no
 latency counted, as an empty `Bucket.latency`) and how many calls the bins hold."""
@@ -511,10 +520,7 @@ class Bucket:
             return [0] * nb
         flat, ring, s, _ = part
         if flat is not None:
-            lo = _HEAD + nb  # the server bins, then the client-only ones
-            row = flat[lo : lo + nb]
-            alone = flat[lo + nb : lo + 2 * nb]
-            return list(map(add, row, alone)) if any(alone) else row
+            return _open_latency(flat, nb)
         assert ring is not None  # a part is a flat list or a ring slot
         return list(ring.run(s, s, _SERVER, _ALONE + 1)[0])
 
@@ -1026,17 +1032,12 @@ class RedSeries:
         if flat is None or not flat[_CALLS]:
             return _NO_NUMBERS
         nb = self._nb
-        lo = _HEAD + nb  # the server bins, then the client-only ones
-        mid = lo + nb
-        row = flat[lo:mid]
-        served = sum(row)
-        alone = flat[mid : mid + nb]
-        if any(alone):
-            bins = tuple(map(add, row, alone))
-            return (flat[_CALLS], flat[_FAILED], served, bins, sum(bins))
-        if served:
-            return (flat[_CALLS], flat[_FAILED], served, tuple(row), served)
-        return (flat[_CALLS], flat[_FAILED], 0, None, 0)
+        bins = _open_latency(flat, nb)
+        total = sum(bins)
+        if not total:
+            return (flat[_CALLS], flat[_FAILED], 0, None, 0)
+        served = sum(flat[_HEAD + nb : _HEAD + 2 * nb])  # the server bins
+        return (flat[_CALLS], flat[_FAILED], served, tuple(bins), total)
 
     def calls_in(self, now_ns: int, seconds: float) -> int:
         """The calls of the buckets `buckets(now_ns, seconds)` gives, without making them.
@@ -1044,16 +1045,9 @@ class RedSeries:
         Buckets only gain calls, so while this and the range stay the same, so do the buckets:
         detection's test for an idle series, reading only the window's own buckets.
         """
-        first, last = self._select(now_ns, seconds)
-        head = self._head
-        if head is not None and first > head - self._open_n:
-            get = self._open.get
-            calls = 0
-            for i in range(first, last + 1):
-                flat = get(i)
-                if flat is not None:
-                    calls += flat[_CALLS]
-            return calls
+        calls = self.open_calls(*self._select(now_ns, seconds))
+        if calls is not None:
+            return sum(calls)
         return sum(b.calls for b in self.buckets(now_ns, seconds))
 
     def window(self, now_ns: int, seconds: float) -> RedView:
