@@ -296,7 +296,8 @@ SETTINGS: tuple[Setting, ...] = (
         "dedupe_capacity",
         _parse_positive_int,
         200_000,
-        "recently completed (trace id, span id) pairs remembered to ignore retried exports",
+        "(trace id, span id) pairs remembered to ignore retried exports: at least the last N "
+        "spans (up to 1.5 N)",
         metavar="N",
     ),
     Setting(

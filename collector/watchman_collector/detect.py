@@ -276,7 +276,8 @@ class Detector:
             self._settings = {}
             self._settings_of = (book, book.rules)
             for kept in [*self._edges.values(), *self._nodes.values()]:
-                kept.key, kept.total_calls, kept.settings = [], -1, None  # other rules: redo it all
+                kept.forget()  # other rules: redo it all
+                kept.settings = None
         edges: dict[tuple[str, str], EdgeHealth] = {}
         states = self._edges
         for edge in graph.edges():
@@ -381,13 +382,17 @@ class Detector:
             # A series whose window took no call since the last tick, read over the same
             # buckets, has the same window: an idle series costs a few counter reads, not a
             # window read.
-            total = series.calls_in(eval_ns, policy.window_s)
-            if first == state.first and last == state.last and total == state.total_calls:
+            same_range = first == state.first and last == state.last
+            if same_range and (
+                state.untouched(series, first)
+                or series.calls_in(eval_ns, policy.window_s) == state.total_calls
+            ):
                 state.move_to(eval_ns, bucket_s)
                 window = None
             else:
                 window = series.buckets(eval_ns, policy.window_s)
         state.first, state.last = first, last
+        state.mark(series)  # every path above has read the window from the series as it is now
         if leaving is not None:
             same = False
         elif window is None:

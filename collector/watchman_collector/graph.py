@@ -260,6 +260,8 @@ class ServiceGraph:
                         if dropped:
                             break
                     continue
+                if idx < red.newest_index:  # type: ignore[operator]  # set by _open_for
+                    red.late_writes += 1  # detection re-reads only what changed (window.py)
                 flat[0] += 1
                 if failed:
                     flat[1] += 1

@@ -11,7 +11,7 @@ trace id and span id) is ignored and counted. See docs/pair.md for the rules and
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -113,14 +113,18 @@ class SpanPairer:
         self._pending: OrderedDict[bytes, _Half] = OrderedDict()
         # Recently seen spans: the dedupe set, and each span's service (`_CALLER` for a CLIENT or
         # PRODUCER span), so a child can tell whether its parent was in another service. Values
-        # are a shared str or bool, not a tuple per span. Keys are the 64-bit hash of
-        # trace id + span id, not the 24 bytes, and the order of arrival is a deque beside a
-        # plain dict rather than an OrderedDict: ≈ 95 instead of ≈ 160 bytes per remembered span
-        # (26 → 18 MiB at the default capacity). Two spans whose ids hash alike would count as
-        # one: about one chance in 10^9 among 200,000 ids, and not something a sender can aim
-        # for (bytes hashes are keyed per process).
-        self._seen: dict[int, str | bool] = {}
-        self._seen_order: deque[int] = deque()
+        # are a shared str or bool, not a tuple per span, and keys the 64-bit hash of trace id +
+        # span id, not the 24 bytes. Two spans whose ids hash alike would count as one: about two
+        # chances in 10^9 among 300,000 ids, and not something a sender can aim for (bytes hashes
+        # are keyed per process). The ids are kept in generations of half the capacity: the one
+        # being filled and the two before it, so at least `dedupe_capacity` ids (at most 1.5×)
+        # are remembered. Dropping a whole generation, rather than the oldest id one at a time,
+        # keeps each dict free of the deleted slots a FIFO leaves behind, which made a
+        # 200,000-id FIFO dict take 20 MiB instead of 10 (docs/performance.md).
+        self._generation = (dedupe_capacity + 1) // 2
+        self._seen: dict[int, str | bool] = {}  # the generation being filled
+        self._newer: dict[int, str | bool] = {}  # the two full generations before it
+        self._older: dict[int, str | bool] = {}
         self._addresses: OrderedDict[str, str] = OrderedDict()
         self._taught: dict[tuple[str, int | None], str] = {}
         self._services: OrderedDict[str, None] = OrderedDict()
@@ -153,9 +157,8 @@ class SpanPairer:
     def add(self, spans: Iterable[Span]) -> list[Call]:  # hot loop
         """Take spans in; return the calls that are complete now."""
         out: list[Call] = []
-        seen = self._seen
-        seen_order = self._seen_order
-        dedupe_capacity = self.dedupe_capacity
+        seen, newer, older = self._seen, self._newer, self._older
+        generation = self._generation
         pending = self._pending
         services = self._services
         last_service = None
@@ -166,16 +169,15 @@ class SpanPairer:
             trace_id = span.trace_id
             key = trace_id + span.span_id
             seen_key = hash(key)
-            if seen_key in seen:
+            if seen_key in seen or seen_key in newer or seen_key in older:
                 self._duplicates += 1
                 continue
             service = span.service
             kind = span.kind
             caller = kind is _CLIENT or kind is _PRODUCER
             seen[seen_key] = _CALLER if caller else service
-            seen_order.append(seen_key)
-            if len(seen_order) > dedupe_capacity:
-                del seen[seen_order.popleft()]
+            if len(seen) >= generation:
+                seen, newer, older = self._next_generation()
             # Spans come grouped by resource, sharing one service string: check it once a run.
             if service is not last_service:
                 last_service = service
@@ -232,7 +234,9 @@ class SpanPairer:
                         del pending[parent_key]
                         out.append(self._paired_call(waiting.client, span))
                         continue
-                    if waiting is None and hash(parent_key) not in seen:
+                    if waiting is None and (
+                        (h := hash(parent_key)) not in seen and h not in newer and h not in older
+                    ):
                         # The usual case, inlined: the caller's half has not come yet.
                         pending[parent_key] = _Half(watermark, None, span, False)
                         if len(pending) > max_pending:
@@ -250,7 +254,8 @@ class SpanPairer:
                 self._store(keys[0], _Half(watermark, None, span, weak=False), out)
             elif parent:
                 parent_key = trace_id + parent
-                known = seen.get(hash(parent_key))
+                h = hash(parent_key)
+                known = seen.get(h, newer.get(h, older.get(h)))  # an id is in one at most
                 if known is None:
                     if parent_key not in pending:
                         self._store(parent_key, _Half(watermark, None, span, weak=True), out)
@@ -310,6 +315,21 @@ class SpanPairer:
                 self._evicted += 1
                 self._lone_call(oldest, out)
 
+    def _next_generation(
+        self,
+    ) -> tuple[dict[int, str | bool], dict[int, str | bool], dict[int, str | bool]]:
+        """Start a new generation of seen ids, forgetting the oldest; the three, newest first."""
+        self._older, self._newer, self._seen = self._newer, self._seen, {}
+        return self._seen, self._newer, self._older
+
+    def _known(self, seen_key: int) -> str | bool | None:
+        """The dedupe map's value for a seen span (its service, or `_CALLER`); None if unseen."""
+        for generation in (self._seen, self._newer, self._older):
+            known = generation.get(seen_key)
+            if known is not None:
+                return known
+        return None
+
     def _match_callee(self, span: Span, keys: list[bytes], out: list[Call]) -> bool:
         pending = self._pending
         for key in keys:
@@ -322,7 +342,7 @@ class SpanPairer:
         # CLIENT span (an uninstrumented HTTP library that still propagated the context).
         if not span.parent_span_id:
             return False
-        known = self._seen.get(hash(keys[0]))
+        known = self._known(hash(keys[0]))
         if known is not None and known is not _CALLER:
             out.append(self._call(known, "", span))  # type: ignore[arg-type]
             return True

@@ -669,7 +669,6 @@ class RedSeries:
         "_fine_n",
         "_head",
         "_nb",
-        "_newest",
         "_open",
         "_open_n",
         "_retention_n",
@@ -679,6 +678,8 @@ class RedSeries:
         "bounds",
         "bucket_s",
         "detail_s",
+        "late_writes",
+        "newest_index",
         "retention_s",
         "rollup_s",
     )
@@ -723,7 +724,10 @@ class RedSeries:
         self._coarse: _Ring | None = None
         self._open: dict[int, list[Any]] = {}
         self._head: int | None = None  # the newest bucket index the rings are aligned to
-        self._newest: int | None = None  # the newest bucket index holding data
+        self.newest_index: int | None = None  # the newest bucket index holding data
+        # Calls counted into a bucket older than `newest_index` (open or sealed): while this
+        # stays the same, no bucket before the newest changed (detection's idle test).
+        self.late_writes = 0
         self._tot = _empty_flat(self._nb)[:-1]  # every sealed bucket and late call, summed
         self._tcache: tuple[int, Histogram, Histogram] | None = None
 
@@ -813,8 +817,8 @@ class RedSeries:
         elif idx <= head - self._open_n:
             return None
         flat = self._open[idx] = _empty_flat(self._nb)
-        if self._newest is None or idx > self._newest:
-            self._newest = idx
+        if self.newest_index is None or idx > self.newest_index:
+            self.newest_index = idx
         return flat
 
     def _add_sealed(  # noqa: PLR0917  # the hot path's arguments, passed on
@@ -834,8 +838,9 @@ class RedSeries:
         _bump(flat, self._nb, failed, ci, client_s, si, server_s)
         self._fold(flat)
         self._place(idx, flat)
-        if self._newest is None or idx > self._newest:
-            self._newest = idx
+        self.late_writes += 1  # counted as late whatever the newest: a sealed bucket changed
+        if self.newest_index is None or idx > self.newest_index:
+            self.newest_index = idx
         return True
 
     def _fold(self, flat: list[Any]) -> None:
@@ -1009,6 +1014,11 @@ class RedSeries:
                 )
         return out
 
+    def is_open(self, idx: int) -> bool:
+        """Whether bucket `idx` is open: not sealed yet (it may hold no calls)."""
+        head = self._head
+        return head is not None and idx > head - self._open_n
+
     def open_calls(self, first: int, last: int) -> list[int] | None:
         """The calls of buckets `first..last`, or None unless all of them are still open.
 
@@ -1099,7 +1109,7 @@ class RedSeries:
     @property
     def newest_ns(self) -> int | None:
         """Start of the newest bucket that holds data, None before the first call."""
-        return None if self._newest is None else self._newest * self._bucket_ns
+        return None if self.newest_index is None else self.newest_index * self._bucket_ns
 
     def __len__(self) -> int:
         """How many buckets are stored (open, sealed and rolled up)."""
@@ -1206,5 +1216,7 @@ def add_call(  # noqa: PLR0917  # the per-call hot path, inlined on purpose
             ):
                 return False
             continue
+        if idx < series.newest_index:  # type: ignore[operator]  # set by _open_for
+            series.late_writes += 1
         _bump(flat, nb, failed, ci, client_latency_s, si, server_latency_s)
     return True

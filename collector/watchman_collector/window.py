@@ -3,8 +3,10 @@
 Summing latency histograms over the window was most of the cost of judging a series, so a
 bucket's latency bins are read once, when it enters the window, and again only if its call count
 changed (a bucket only ever gains calls), and the window's sum is kept up to date by adding and
-subtracting those. A series that took no call since the last read, read over the same buckets,
-is not read again at all. The numbers are those `RedSeries.window` gives.
+subtracting those. A window none of whose buckets took a call since the last read is not read
+again at all: calls land in the series' newest bucket unless they are late, and the series counts
+its late ones (`RedSeries.late_writes`), so two numbers tell. The numbers are those
+`RedSeries.window` gives.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class WindowReader:
         "kept",
         "key",
         "last",
+        "late_writes",
+        "marked",
+        "newest_read",
         "quantiles",
         "rate_per_s",
         "served",
@@ -75,6 +80,39 @@ class WindowReader:
         self.counts: list[int] = [0] * (len(self.bounds) + 1)  # the window's latency bins
         self.total = 0  # calls in `counts`
         self.quantiles: dict[float, float | None] = {}
+        # The series as of the last read (`mark`): its late writes and newest bucket index.
+        self.marked: RedSeries | None = None
+        self.late_writes = 0
+        self.newest_read = -1
+
+    def mark(self, series: RedSeries) -> None:
+        """Note how far `series` had been written when the window was read from it."""
+        self.marked = series
+        self.late_writes = series.late_writes
+        newest = series.newest_index
+        self.newest_read = -1 if newest is None else newest
+
+    def untouched(self, series: RedSeries, first: int) -> bool:
+        """Whether buckets `first` to `last` are still as read: none took a call since.
+
+        Calls land in a series' newest bucket or a newer one, except late ones, which
+        `RedSeries.late_writes` counts. So when the newest bucket at the last read lay past the
+        window, and no late call came since, the window's buckets are unchanged: a test of two
+        numbers instead of a lookup per bucket. Only for open buckets (sealed ones age out).
+        """
+        return (
+            series is self.marked
+            and series.late_writes == self.late_writes
+            and self.newest_read > self.last
+            and series.is_open(first)
+        )
+
+    def forget(self) -> None:
+        """Read the window afresh at the next tick (other rules: other windows)."""
+        self.key = []
+        self.total_calls = -1
+        self.marked = None
+        self.first = self.last = -2  # no bucket index: neither "the same" nor "one on"
 
     def read(self, window: list[Bucket], eval_ns: int, bucket_s: float) -> bool:
         """Take in the window's buckets (`RedSeries.buckets` to `eval_ns`); False if changed."""
@@ -142,23 +180,34 @@ class WindowReader:
         as it is now, for the baseline to learn.
         """
         kept = self.kept
-        n = len(kept)
-        if not n or not self.bounds:
-            return None
-        calls = series.open_calls(first - 1, first + n - 1)
-        if calls is None:
-            return None
         key = self.key
+        n = len(kept)
+        if not n or not key or not self.bounds:
+            return None
         bucket_ns = self.bucket_ns
         start_ns = first * bucket_ns
-        if key[0] != start_ns - bucket_ns or calls[1:-1] != key[2:]:
+        if key[0] != start_ns - bucket_ns:
             return None
-        gone = kept[0]
-        # A late call may have landed in the leaving bucket since it was last read.
-        leaving = gone if calls[0] == gone[1] else (gone[0], *series.open_numbers(first - 1), None)
-        k: _Kept = (start_ns + (n - 1) * bucket_ns, *series.open_numbers(first + n - 1), None)
-        calls[0] = start_ns
-        self.key = calls
+        if self.untouched(series, first - 1):
+            # No call landed in the old window since it was read: only the new bucket is read.
+            leaving = kept[0]
+            k: _Kept = (start_ns + (n - 1) * bucket_ns, *series.open_numbers(first + n - 1), None)
+            key = key[1:]
+            key[0] = start_ns
+            key.append(k[1])
+        else:
+            calls = series.open_calls(first - 1, first + n - 1)
+            if calls is None or calls[1:-1] != key[2:]:
+                return None
+            gone = kept[0]
+            # A late call may have landed in the leaving bucket since it was last read.
+            leaving = (
+                gone if calls[0] == gone[1] else (gone[0], *series.open_numbers(first - 1), None)
+            )
+            k = (start_ns + (n - 1) * bucket_ns, *series.open_numbers(first + n - 1), None)
+            calls[0] = start_ns
+            key = calls
+        self.key = key
         self._move_on(k)
         return leaving
 

@@ -210,6 +210,26 @@ def test_late_calls_into_the_window_are_counted_at_the_next_tick() -> None:
     assert again.edges["a", "b"].health >= Health.FAILING
 
 
+def test_calls_into_the_newest_bucket_inside_the_window_are_counted() -> None:
+    """A series' newest bucket inside the judged window takes calls that are not late."""
+    graph = ServiceGraph()
+    graph.add_calls(
+        Call("a", "b", ConnectionType.DIRECT, T0 + i * NS // 2, 0.01, 0.009, False, bytes(16))
+        for i in range(80)
+    )
+    detector = Detector()
+    now = T0 + 50 * NS  # judged to 40 s: the newest bucket, 30–40 s, is the window's
+    first = detector.evaluate(graph, now)
+    graph.add_calls(
+        Call("a", "b", ConnectionType.DIRECT, T0 + 35 * NS, 0.5, None, True, bytes(16))
+        for _ in range(30)
+    )
+    assert graph.edge("a", "b").red.late_writes == 0  # the newest bucket: not a late call
+    again = detector.evaluate(graph, now)
+    assert again.edges["a", "b"].calls == first.edges["a", "b"].calls + 30
+    assert judged_numbers(again) == fresh_numbers(graph, now)
+
+
 def test_new_rules_apply_at_the_next_tick() -> None:
     """A detector given other rules judges unchanged windows by them at once."""
     shop = Shop()
@@ -224,6 +244,12 @@ def test_new_rules_apply_at_the_next_tick() -> None:
     detector.policy = PolicyBook(rules)
     again = detector.evaluate(shop.graph, shop.now_ns)
     assert again.nodes["payments"].health is Health.DEGRADED
+    # Other rules again, and the window moves on by a bucket at the same tick.
+    detector.policy = PolicyBook(parse_rules({}))
+    shop.run(10)
+    moved = detector.evaluate(shop.graph, shop.now_ns)
+    assert moved.nodes["payments"].health is Health.FAILING
+    assert judged_numbers(moved) == fresh_numbers(shop.graph, shop.now_ns)
 
 
 def test_an_idle_series_keeps_its_numbers_and_its_rate_moves() -> None:

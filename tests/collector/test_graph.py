@@ -283,3 +283,20 @@ def test_edge_and_node_series_count_as_red_series_add_would():
             assert (g.calls, g.failed) == (w.calls, w.failed)
             assert g.latency == w.latency
             assert g.server_latency == w.server_latency
+
+
+def test_late_calls_are_counted_on_the_edge_and_the_node() -> None:
+    """A call into a bucket before the newest counts as a late write on both its series."""
+    graph = ServiceGraph()
+    on_time = [
+        Call("a", "b", ConnectionType.DIRECT, T0 + i * S, 0.01, 0.01, False, bytes(16))
+        for i in (1, 12)
+    ]
+    graph.add_calls(on_time)
+    graph.add_calls(
+        [Call("a", "b", ConnectionType.DIRECT, T0 + 3 * S, 0.01, 0.01, False, bytes(16))]
+    )
+    edge, node = graph.edge("a", "b"), graph.node("b")
+    assert edge is not None
+    assert node is not None
+    assert (edge.red.late_writes, node.served.late_writes) == (1, 1)

@@ -276,6 +276,40 @@ def test_dedupe_memory_is_bounded():
     assert pairer.stats.duplicates == 1
 
 
+@pytest.mark.parametrize("capacity", [1, 4, 5])
+def test_dedupe_remembers_at_least_its_capacity(capacity: int):
+    """The last `dedupe_capacity` spans sent again are duplicates; those long before are not."""
+    pairer = SpanPairer(dedupe_capacity=capacity)
+    spans = [span("x", SpanKind.INTERNAL) for _ in range(4 * capacity)]
+    for n, s in enumerate(spans, 1):
+        pairer.add([s])
+        remembered = spans[max(0, n - capacity) : n]
+        before = pairer.stats.duplicates
+        pairer.add(remembered)
+        assert pairer.stats.duplicates == before + len(remembered)
+    # The dedupe map keeps three generations of ⌈capacity / 2⌉ ids: anything older is forgotten.
+    before = pairer.stats.duplicates
+    pairer.add(spans[: len(spans) - 3 * ((capacity + 1) // 2)])
+    assert pairer.stats.duplicates == before
+
+
+def test_parent_seen_generations_ago_still_names_the_caller():
+    """A child whose parent is among the last `dedupe_capacity` spans still makes its call.
+
+    With a capacity of 4, the parent, two other spans and the child: by the time the child is
+    looked up, the parent's id is in the oldest generation the map keeps.
+    """
+    for parent_service, kind, child_service in [
+        ("scheduler", SpanKind.INTERNAL, "worker"),  # INTERNAL parent and child
+        ("gateway", SpanKind.SERVER, "users"),  # SERVER under an INTERNAL parent
+    ]:
+        pairer = SpanPairer(dedupe_capacity=4)
+        parent = span(parent_service, SpanKind.INTERNAL)
+        pairer.add([parent, span("x", SpanKind.INTERNAL), span("x", SpanKind.INTERNAL)])
+        (call,) = pairer.add([span(child_service, kind, parent=parent.span_id)])
+        assert (call.client, call.server) == (parent_service, child_service)
+
+
 def test_flush_turns_everything_pending_into_calls():
     """flush() ends a replay: every pending half becomes an unpaired call."""
     pairer = SpanPairer()

@@ -464,3 +464,26 @@ def test_short_retention_keeps_exactly_the_retained_buckets(retention_s: int):
         view = series.window(now, seconds)
         assert (view.calls, view.failed) == model.count(first, last)
         _same(view.latency, model.histogram(first, last, "latency"))
+
+
+def test_late_writes_count_calls_older_than_the_newest_bucket() -> None:
+    """`late_writes` counts calls into a bucket before the newest one, open or sealed."""
+    series = RedSeries(10.0, 3600.0)
+    now = T0 + 1000 * S
+
+    def add(at_s: float) -> None:
+        assert series.add(T0 + int(at_s * S), False, 0.01, 0.01, now, 3600.0)
+
+    add(5)
+    add(15)
+    add(12)  # the newest bucket again
+    assert series.late_writes == 0
+    add(5)  # before the newest: late
+    assert series.late_writes == 1
+    add(300)  # far ahead: the first buckets are sealed
+    assert series.late_writes == 1
+    assert not series.is_open((T0 + 15 * S) // (10 * S))
+    assert series.is_open((T0 + 300 * S) // (10 * S))
+    add(15)  # into a sealed bucket
+    assert series.late_writes == 2
+    assert series.newest_index == (T0 + 300 * S) // (10 * S)

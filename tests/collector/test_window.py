@@ -104,19 +104,22 @@ def test_bucket_quantile_uses_the_kept_histogram() -> None:
 
 def test_sliding_by_one_bucket_equals_reading_the_window() -> None:
     """The steady-state slide, from open buckets, leaves the numbers a full read gives, and
-    hands back the bucket that left as it is now (late calls into it included)."""
+    hands back the bucket that left as it is now (late calls into it included). Without a late
+    call since the last read the buckets that stay are not looked up again (`untouched`)."""
     rng = random.Random(9)
     series = RedSeries(10.0, 3600.0)
     reader = WindowReader(series)
     add_calls(series, rng, 0, 60)
-    slid = 0
+    slid = untouched = 0
     for step in range(30):
         now_s = 60 + 10 * step
         add_calls(series, rng, now_s - 10, now_s)
         if step % 4 == 1:  # late calls into the bucket about to leave the window
-            add_calls(series, rng, now_s - 50, now_s - 49)
-        eval_ns = T0 + (now_s - 10) * NS
+            add_calls(series, rng, now_s - 55, now_s - 54)
+        # Judged to 15 s ago: the newest bucket lies past the window, as it does live.
+        eval_ns = T0 + (now_s - 15) * NS
         first = (eval_ns - 30 * NS) // (10 * NS)
+        untouched += reader.untouched(series, first - 1)
         leaving = reader.slide(series, first) if reader.kept else None
         if leaving is None:
             reader.read(series.buckets(eval_ns, 30.0), eval_ns, series.bucket_s)
@@ -127,8 +130,12 @@ def test_sliding_by_one_bucket_equals_reading_the_window() -> None:
             for q in (0.5, 0.95):
                 assert reader.kept_quantile(leaving, q) == gone.latency.quantile(q)
             reader.move_to(eval_ns, series.bucket_s)
+        # As detection does after every read: the window's range, and the series as read.
+        reader.first, reader.last = first, eval_ns // (10 * NS)
+        reader.mark(series)
         assert_as_fresh(reader, series, eval_ns)
     assert slid >= 20  # the steady state was taken, not only full reads
+    assert 15 <= untouched < slid  # with and without late calls since the last read
 
 
 def test_slide_refuses_when_a_staying_bucket_changed() -> None:
