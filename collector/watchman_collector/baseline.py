@@ -22,7 +22,6 @@ __all__ = ["BaselineLearner", "Robust", "median_sigma"]
 Robust = tuple[float, float]
 """(median, robust σ) of a set of values."""
 
-_Summary = tuple[float | None, float | None, float]  # (error ratio, latency quantile, rate)
 _NAN = float("nan")
 
 
@@ -47,10 +46,6 @@ def _median(ordered: Sequence[float]) -> float:
 
 def _latency_quantile(bucket: Bucket, q: float) -> float | None:
     return bucket.latency.quantile(q)
-
-
-def _drop(ordered: array[float], value: float) -> None:
-    del ordered[bisect_left(ordered, value)]
 
 
 class BaselineLearner:
@@ -131,32 +126,39 @@ class BaselineLearner:
             return
         # A bucket with fewer calls than a third of the judging minimum has a rate but no
         # meaningful error ratio or quantile.
-        if calls >= max(1, min_calls // 3):
-            self._add((failed / calls, latency_quantile(), calls / bucket_s))
+        if calls and calls >= min_calls // 3:
+            self._add(failed / calls, latency_quantile(), calls / bucket_s)
         else:
-            self._add((None, None, calls / bucket_s))
+            self._add(None, None, calls / bucket_s)
 
-    def _add(self, summary: _Summary) -> None:
+    def _add(self, error: float | None, p95: float | None, rate: float) -> None:
+        # Once per series per closed bucket on a tick: bisect and slice deletes in C, inline.
         self._stats = None
         self.version += 1
-        error, p95, rate = summary
         order = self._oldest_first
-        order.append(_NAN if error is None else error)
-        order.append(_NAN if p95 is None else p95)
-        order.append(rate)
-        if error is not None:
+        if error is None:
+            order.append(_NAN)
+        else:
+            order.append(error)
             insort(self._errors, error)
-        if p95 is not None:
+        if p95 is None:
+            order.append(_NAN)
+        else:
+            order.append(p95)
             insort(self._p95s, p95)
-        insort(self._rates, rate)
+        order.append(rate)
+        rates = self._rates
+        insort(rates, rate)
         while len(order) > 3 * self.maxlen:
             error, p95, rate = order[0], order[1], order[2]
             del order[:3]
             if not isnan(error):
-                _drop(self._errors, error)
+                errors = self._errors
+                del errors[bisect_left(errors, error)]
             if not isnan(p95):
-                _drop(self._p95s, p95)
-            _drop(self._rates, rate)
+                p95s = self._p95s
+                del p95s[bisect_left(p95s, p95)]
+            del rates[bisect_left(rates, rate)]
 
     def stats(self) -> tuple[Robust | None, Robust | None, float | None]:
         """Robust statistics of errors and latency, and the median rate (None: no data)."""

@@ -326,14 +326,16 @@ class Detector:
         """
         policy = settings.policy
         bucket_s = series.bucket_s
-        bucket_ns = int(bucket_s * _NS)
+        bucket_ns = state.bucket_ns  # the series' (`WindowReader`)
         baseline = state.baseline
         if baseline is None:
             baseline = state.baseline = BaselineLearner(max(1, int(policy.baseline_s // bucket_s)))
         # The buckets that closed before the current window began feed the baseline.
         first = (eval_ns - settings.window_ns) // bucket_ns
         closed_until = first * bucket_ns
-        learn_from = max(baseline.learned_until_ns, closed_until - settings.baseline_ns)
+        learn_from = closed_until - settings.baseline_ns
+        if baseline.learned_until_ns > learn_from:  # noqa: PLR1730  # per series: no max() call
+            learn_from = baseline.learned_until_ns
         last = eval_ns // bucket_ns
         leaving = None
         if (
