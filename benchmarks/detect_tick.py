@@ -12,7 +12,8 @@ Every other tick the window moves on by a bucket and every series learns one: th
 those ticks and of the others are shown apart, and the slowest tick beside them.
 
 Baseline in the same run: one pass over all nodes computing `served.window(now, 30 s)` only, the
-least any tick has to read. Target (from the issue): a tick of at most 100 ms.
+least any tick has to read. Target (from the issue): a tick of at most 100 ms, shown against
+the median of all ticks and against the median of those that move the window.
 """
 
 from __future__ import annotations
@@ -213,7 +214,13 @@ def detect_tick(quick: bool) -> list[Figure]:
             baseline_name="30 s window of every node",
             goal="value <= 100 ms",
         ),
-        Figure("  of which: window moved on a bucket (median)", _median(moving), "ms"),
+        # The goal holds for each kind of tick: the median of all falls between the two.
+        Figure(
+            "  of which: window moved on a bucket (median)",
+            _median(moving),
+            "ms",
+            goal="value <= 100 ms",
+        ),
         Figure("  of which: window on the same buckets (median)", _median(between), "ms"),
         Figure("detect+cascade+alert tick (slowest)", heavy_ms, "ms"),
     ]
