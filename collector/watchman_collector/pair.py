@@ -255,7 +255,7 @@ class SpanPairer:
             elif parent:
                 parent_key = trace_id + parent
                 h = hash(parent_key)
-                known = seen.get(h, newer.get(h, older.get(h)))  # an id is in one at most
+                known = seen.get(h, newer.get(h, older.get(h)))  # `_known`, inlined
                 if known is None:
                     if parent_key not in pending:
                         self._store(parent_key, _Half(watermark, None, span, weak=True), out)
@@ -324,11 +324,7 @@ class SpanPairer:
 
     def _known(self, seen_key: int) -> str | bool | None:
         """The dedupe map's value for a seen span (its service, or `_CALLER`); None if unseen."""
-        for generation in (self._seen, self._newer, self._older):
-            known = generation.get(seen_key)
-            if known is not None:
-                return known
-        return None
+        return self._seen.get(seen_key, self._newer.get(seen_key, self._older.get(seen_key)))
 
     def _match_callee(self, span: Span, keys: list[bytes], out: list[Call]) -> bool:
         pending = self._pending

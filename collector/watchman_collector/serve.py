@@ -263,7 +263,7 @@ _M_ARENA_MAX = -8  # glibc's malloc.h
 
 def _cap_malloc_arenas() -> None:
     # glibc gives each thread that allocates under contention an arena of its own, up to eight
-    # per core, and each keeps the memory it freed: the gRPC server's threads held ≈ 3–5 MiB of
+    # per core, and each keeps the memory it freed: the gRPC server's threads held ≈ 3 MiB of
     # RSS this way at a steady 10k spans/s (docs/performance.md). Python's own allocations are
     # made under the GIL, so few arenas cost no throughput. Set before the servers start their
     # threads; the user's `MALLOC_ARENA_MAX` wins, and other C libraries are left alone.
