@@ -17,6 +17,7 @@ import operator
 import os
 import platform
 import re
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -26,8 +27,11 @@ from pathlib import Path
 __all__ = [
     "MODULES",
     "REGISTRY",
+    "ROOT",
     "Figure",
     "benchmark",
+    "child_env",
+    "free_port",
     "goal_met",
     "render_repeats",
     "render_table",
@@ -92,6 +96,25 @@ def goal_met(goal: str | None, value: float, ratio: float | None) -> bool | None
 
 Benchmark = Callable[[bool], list[Figure]]
 REGISTRY: dict[str, Benchmark] = {}
+
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository: benchmark subprocesses run from it, with it on `PYTHONPATH`."""
+
+
+def child_env(*drop: str) -> dict[str, str]:
+    """This process's environment for a benchmark subprocess, without variables starting with
+    any of `drop` (settings the benchmark makes itself) and with the repository importable."""
+    env = {k: v for k, v in os.environ.items() if not (drop and k.startswith(drop))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def benchmark(name: str) -> Callable[[Benchmark], Benchmark]:

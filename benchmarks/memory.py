@@ -26,9 +26,8 @@ import random
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from benchmarks import Figure, benchmark
+from benchmarks import ROOT, Figure, benchmark
 
 __all__ = ["EDGES_PER_SERVICE", "SERVICES", "memory"]
 
@@ -36,7 +35,6 @@ SERVICES = 2000
 EDGES_PER_SERVICE = 5
 _NS = 1_000_000_000
 _T0 = 1_767_225_600 * _NS
-_ROOT = Path(__file__).resolve().parents[1]
 _MIB = 2**20
 
 
@@ -157,7 +155,7 @@ def _child(part: str, buckets: int) -> None:
 def _measure(part: str, buckets: int = 0) -> dict[str, float]:
     done = subprocess.run(  # this interpreter, this module: no untrusted input
         [sys.executable, "-m", "benchmarks.memory", "--child", part, "--buckets", str(buckets)],
-        cwd=_ROOT,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,

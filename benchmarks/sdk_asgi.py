@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import random
 import socket
 import statistics
@@ -25,15 +24,13 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-from benchmarks import Figure, benchmark
+from benchmarks import ROOT, Figure, benchmark, child_env, free_port
 
 __all__ = ["VARIANTS", "BlackHole", "measure", "measure_collector_down", "serve", "stock_sdk"]
 
 VARIANTS = ("bare", "stock", "watchman")
-_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _app() -> Any:
@@ -142,12 +139,6 @@ class BlackHole:
             connection.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -178,16 +169,16 @@ def _run_rounds(
     servers: dict[str, tuple[str, str]], *, rounds: int, per_round: int
 ) -> dict[str, list[list[float]]]:
     """Start one server per label (serve variant, sink URL); return each label's rounds (s)."""
-    env = {**os.environ, "PYTHONPATH": str(_ROOT)}
+    env = child_env()
     env.pop("WATCHMAN_RAISE_INTERNAL_ERRORS", None)
-    ports = {label: _free_port() for label in servers}
+    ports = {label: free_port() for label in servers}
     processes = {
         label: subprocess.Popen(
             [
                 *(sys.executable, "-m", "benchmarks.sdk_asgi", "--serve", variant),
                 *("--port", str(ports[label]), "--sink", sink),
             ],
-            cwd=_ROOT,
+            cwd=ROOT,
             env=env,
         )
         for label, (variant, sink) in servers.items()
@@ -264,7 +255,7 @@ def measure_collector_down(*, rounds: int, per_round: int) -> dict[str, float]:
     """
     sink = _Sink()
     hole = BlackHole()
-    refused = f"http://127.0.0.1:{_free_port()}"
+    refused = f"http://127.0.0.1:{free_port()}"
     try:
         samples = _run_rounds(
             {

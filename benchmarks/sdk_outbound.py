@@ -18,23 +18,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import IO, Any
 
-from benchmarks import Figure, benchmark
-from benchmarks.sdk_asgi import BlackHole, _free_port, _Sink, _wait_ready
+from benchmarks import ROOT, Figure, benchmark, child_env, free_port
+from benchmarks.sdk_asgi import BlackHole, _Sink, _wait_ready
 
 __all__ = ["CLIENTS", "measure_exit", "measure_outbound"]
 
 CLIENTS = ("bare", "stock", "watchman")
-_ROOT = Path(__file__).resolve().parents[1]
 _RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
     b"Connection: keep-alive\r\n\r\nhello"
@@ -126,21 +123,11 @@ def run_exit_probe(variant: str, sink: str, target: str) -> None:
     sys.stdin.readline()
 
 
-def _env() -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("OTEL_", "WATCHMAN_"))
-    }
-    env["PYTHONPATH"] = str(_ROOT)
-    return env
-
-
 def _spawn(*args: str, pipes: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "benchmarks.sdk_outbound", *args],
-        cwd=_ROOT,
-        env=_env(),
+        cwd=ROOT,
+        env=child_env("OTEL_", "WATCHMAN_"),  # each variant configures itself
         stdin=subprocess.PIPE if pipes else None,
         stdout=subprocess.PIPE if pipes else None,
         text=True,
@@ -175,7 +162,7 @@ def _ask(client: subprocess.Popen[str], line: str) -> str:
 def measure_outbound(*, rounds: int, per_round: int) -> dict[str, float]:
     """Added latency per outbound call (µs, medians of round differences) of stock and ours."""
     sink = _Sink()
-    target_port = _free_port()
+    target_port = free_port()
     target = _spawn("--target", str(target_port))
     clients: dict[str, subprocess.Popen[str]] = {}
     try:
@@ -234,7 +221,7 @@ def _exit_seconds(process: subprocess.Popen[str]) -> float:
 def measure_exit(*, stock_runs: int, watchman_runs: int) -> dict[str, float]:
     """Median exit time (s) of stock and ours with a black-holed collector."""
     hole = BlackHole()
-    target_port = _free_port()
+    target_port = free_port()
     target = _spawn("--target", str(target_port))
     try:
         _wait_ready(target_port, target)  # type: ignore[arg-type]

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,22 +41,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import Figure, benchmark
+from benchmarks import ROOT, Figure, benchmark, child_env, free_port
 
 __all__ = ["LoadStep", "serve_load"]
 
-_ROOT = Path(__file__).resolve().parents[1]
 _SPANS = 1000  # per request
 _MIB = 2**20
 
 
 # ---- processes --------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _cores() -> tuple[set[int], set[int]]:
@@ -70,21 +62,14 @@ def _cores() -> tuple[set[int], set[int]]:
     return {available[0]}, set(available[1:])
 
 
-def _env() -> dict[str, str]:
-    # The analyzer's settings come from the temporary config only.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHMAN_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 def _spawn(args: list[str], cores: set[int], **kwargs: Any) -> subprocess.Popen[str]:
     def pin() -> None:
         os.sched_setaffinity(0, cores)  # before exec: every thread the child starts inherits it
 
     return subprocess.Popen(
         [sys.executable, *args],
-        cwd=_ROOT,
-        env=_env(),
+        cwd=ROOT,
+        env=child_env("WATCHMAN_"),  # its settings come from the temporary config only
         text=True,
         preexec_fn=pin if cores else None,  # noqa: PLW1509  # no other thread runs while spawning
         **kwargs,
@@ -141,7 +126,7 @@ class _Analyzer(_Target):
 
     def __init__(self, cores: set[int], tmp: Path, settings: Mapping[str, object]) -> None:
         self.name = "watchman serve"
-        self.grpc_port, self.http_port, api_port = _free_port(), _free_port(), _free_port()
+        self.grpc_port, self.http_port, api_port = free_port(), free_port(), free_port()
         self.api = f"127.0.0.1:{api_port}"
         config = {
             "otlp_grpc": f"127.0.0.1:{self.grpc_port}",
@@ -194,7 +179,7 @@ class _Bare(_Target):
 
     def __init__(self, cores: set[int]) -> None:
         self.name = "bare parsing server"
-        self.grpc_port, self.http_port = _free_port(), _free_port()
+        self.grpc_port, self.http_port = free_port(), free_port()
         self.process = _spawn(
             ["-m", "benchmarks._bare_server", str(self.grpc_port), str(self.http_port)],
             cores,

@@ -39,9 +39,11 @@ __all__ = [
     "ASGIApp",
     "WatchmanMiddleware",
     "compile_excluded",
+    "error_type",
     "inflight_requests",
     "install_framework_hooks",
     "instrument_asgi",
+    "known_methods",
     "uninstall_framework_hooks",
 ]
 
@@ -91,7 +93,8 @@ def inflight_requests() -> int:
     return _inflight
 
 
-def _known_methods() -> frozenset[str]:
+def known_methods() -> frozenset[str]:
+    """The methods `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` names, else the conventions'."""
     # Same variable and meaning as the contrib instrumentations.
     raw = os.environ.get("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "")
     chosen = frozenset(m.strip().upper() for m in raw.split(",") if m.strip())
@@ -116,7 +119,8 @@ def compile_excluded(patterns: Sequence[str] | str | None) -> re.Pattern[str] | 
     return re.compile("|".join(alternatives))
 
 
-def _error_type(exc: BaseException) -> str:
+def error_type(exc: BaseException) -> str:
+    """`error.type` for an exception: its qualified class name."""
     cls = type(exc)
     if cls.__module__ == "builtins":
         return cls.__qualname__
@@ -172,7 +176,7 @@ class _Instruments:
             description="Number of active HTTP server requests.",
         )
         self.excluded = compile_excluded(excluded_urls)
-        self.known_methods = _known_methods()
+        self.known_methods = known_methods()
         self.enabled = True
 
 
@@ -321,7 +325,7 @@ class WatchmanMiddleware:
                     final["http.route"] = route
                     span.update_name(f"{span_method} {route}")
                 if error is not None:
-                    final["error.type"] = _error_type(error)
+                    final["error.type"] = error_type(error)
                     span.record_exception(error)
                     span.set_status(Status(StatusCode.ERROR, str(error) or None))
                 elif status >= 500:

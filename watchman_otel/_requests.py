@@ -18,7 +18,6 @@ makes a second span.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -35,24 +34,15 @@ from opentelemetry.instrumentation.utils import (  # type: ignore[attr-defined]
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
 
-from watchman_otel._asgi import compile_excluded
+from watchman_otel._asgi import DURATION_BUCKETS, compile_excluded, error_type, known_methods
 from watchman_otel._errors import report_internal_error
 from watchman_otel._version import __version__
 
 __all__ = [
-    "DURATION_BUCKETS",
     "RequestsInstrumentation",
     "contrib_instrumented",
 ]
 
-# Advised by the stable HTTP semantic conventions for `http.client.request.duration`.
-DURATION_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-)  # fmt: skip
-
-_DEFAULT_KNOWN_METHODS = frozenset(
-    ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE")
-)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # scheme, authority, path; the rest (query, fragment) is kept as it is, minus sensitive values.
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^?#]*)")
@@ -81,13 +71,6 @@ def contrib_instrumented() -> bool:
     return bool(getattr(requests.Session.send, _CONTRIB_MARKER, False))
 
 
-def _known_methods() -> frozenset[str]:
-    # Same variable and meaning as the contrib instrumentations and our ASGI middleware.
-    raw = os.environ.get("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "")
-    chosen = frozenset(m.strip().upper() for m in raw.split(",") if m.strip())
-    return chosen or _DEFAULT_KNOWN_METHODS
-
-
 def _authority(scheme: str, authority: str) -> tuple[str, int | None, str | None]:
     """(server.address, server.port, the authority with credentials redacted if it has any)."""
     redacted = None
@@ -101,13 +84,6 @@ def _authority(scheme: str, authority: str) -> tuple[str, int | None, str | None
         address, _, port_text = hostport.partition(":")
     port = int(port_text) if port_text.isdigit() else _DEFAULT_PORTS.get(scheme.lower())
     return address.lower(), port, redacted
-
-
-def _error_type(exc: BaseException) -> str:
-    cls = type(exc)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class _State:
@@ -130,7 +106,7 @@ class _State:
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
         self.excluded = compile_excluded(excluded_urls)
-        self.known_methods = _known_methods()
+        self.known_methods = known_methods()
         self.authorities: dict[tuple[str, str], tuple[str, int | None, str | None]] = {}
 
 
@@ -229,7 +205,7 @@ def _traced_send(session: Any, request: Any, **kwargs: Any) -> Any:
                 span.set_attribute("http.response.status_code", status)
                 point["http.response.status_code"] = status
             if error is not None:
-                point["error.type"] = kind = _error_type(error)
+                point["error.type"] = kind = error_type(error)
                 span.set_attribute("error.type", kind)
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, str(error) or None))

@@ -964,8 +964,7 @@ class RedSeries:
         first, last = self._select(now_ns, seconds)
         bounds = self.bounds
         bucket_ns = self._bucket_ns
-        head = self._head
-        if head is not None and first > head - self._open_n:
+        if self.is_open(first):
             # Within the open buckets (detection's windows): no ring to look at.
             get = self._open.get
             out: list[Bucket] = []
@@ -973,13 +972,8 @@ class RedSeries:
                 flat = get(i)
                 if flat is None:
                     out.append(Bucket(i * bucket_ns, 0, 0, bounds))
-                    continue
-                b = flat[-1]
-                if b is None or b.calls != flat[_CALLS]:
-                    b = flat[-1] = Bucket(
-                        i * bucket_ns, flat[0], flat[1], bounds, (flat, None, 0, 0)
-                    )
-                out.append(b)
+                else:
+                    out.append(self._open_bucket(i, flat))
             return out
         out = []
         c0, c1, first = self._rolled_range(first, last)
@@ -997,12 +991,7 @@ class RedSeries:
         for i in range(first, last + 1):
             flat = opens.get(i)
             if flat is not None:
-                b = flat[-1]
-                if b is None or b.calls != flat[_CALLS]:
-                    b = flat[-1] = Bucket(
-                        i * bucket_ns, flat[0], flat[1], bounds, (flat, None, 0, 0)
-                    )
-                out.append(b)
+                out.append(self._open_bucket(i, flat))
                 continue
             s = -1 if fine is None else fine.slot_of(i)
             if s < 0 or fine is None:
@@ -1013,6 +1002,15 @@ class RedSeries:
                     Bucket(i * bucket_ns, cnt[2 * s], cnt[2 * s + 1], bounds, (None, fine, s, s))
                 )
         return out
+
+    def _open_bucket(self, idx: int, flat: list[Any]) -> Bucket:
+        """Open bucket `idx` as a `Bucket`, kept on it until its calls change."""
+        b: Bucket | None = flat[-1]
+        if b is None or b.calls != flat[_CALLS]:
+            b = flat[-1] = Bucket(
+                idx * self._bucket_ns, flat[0], flat[1], self.bounds, (flat, None, 0, 0)
+            )
+        return b
 
     def is_open(self, idx: int) -> bool:
         """Whether bucket `idx` is open: not sealed yet (it may hold no calls)."""
@@ -1026,8 +1024,7 @@ class RedSeries:
         them costs a lookup each, and `open_numbers` reads the rest of one without making a
         `Bucket`.
         """
-        head = self._head
-        if head is None or first <= head - self._open_n:
+        if not self.is_open(first):
             return None
         # In C: a lookup per bucket, a missing one read as no calls.
         return list(map(_first, map(self._open.get, range(first, last + 1), _NO_CALLS)))

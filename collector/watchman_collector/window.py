@@ -191,22 +191,21 @@ class WindowReader:
         if self.untouched(series, first - 1):
             # No call landed in the old window since it was read: only the new bucket is read.
             leaving = kept[0]
-            k: _Kept = (start_ns + (n - 1) * bucket_ns, *series.open_numbers(first + n - 1), None)
             key = key[1:]
-            key[0] = start_ns
-            key.append(k[1])
         else:
-            calls = series.open_calls(first - 1, first + n - 1)
-            if calls is None or calls[1:-1] != key[2:]:
+            calls = series.open_calls(first - 1, first + n - 2)  # the old window's buckets
+            if calls is None or calls[1:] != key[2:]:
                 return None
             gone = kept[0]
             # A late call may have landed in the leaving bucket since it was last read.
             leaving = (
                 gone if calls[0] == gone[1] else (gone[0], *series.open_numbers(first - 1), None)
             )
-            k = (start_ns + (n - 1) * bucket_ns, *series.open_numbers(first + n - 1), None)
-            calls[0] = start_ns
             key = calls
+        # `key` holds the leaving bucket's calls, then those of the buckets that stay.
+        key[0] = start_ns
+        k: _Kept = (start_ns + (n - 1) * bucket_ns, *series.open_numbers(first + n - 1), None)
+        key.append(k[1])
         self.key = key
         self._move_on(k)
         return leaving
