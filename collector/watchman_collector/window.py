@@ -124,7 +124,7 @@ class WindowReader:
             len(key) == len(old_key)
             and start_ns - old_key[0] == self.bucket_ns
             and key[1:-1] == old_key[2:]
-            and self.kept[1][0] == start_ns
+            and (len(self.kept) < 2 or self.kept[1][0] == start_ns)
         ):
             # The steady state: the window moved on by one bucket and the others are as they
             # were. One bucket leaves, one comes in.

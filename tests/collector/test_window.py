@@ -150,3 +150,23 @@ def test_slide_refuses_when_a_staying_bucket_changed() -> None:
     series.add(T0 + 45 * NS, False, 0.01, 0.01, T0 + 70 * NS, 120.0)
     assert reader.slide(series, (eval_ns + 10 * NS - 30 * NS) // (10 * NS)) is None
     assert (reader.key, reader.kept, reader.calls) == before
+
+
+def test_a_window_shorter_than_a_bucket_moves_on_bucket_by_bucket() -> None:
+    """A 5 s window over 10 s buckets holds one bucket at times: moving it on reads as fresh."""
+    rng = random.Random(3)
+    series = RedSeries(10.0, 3600.0)
+    reader = WindowReader(series)
+    add_calls(series, rng, 0, 120)
+    for eval_s in range(45, 115, 10):
+        eval_ns = T0 + eval_s * NS
+        window = series.buckets(eval_ns, 5.0)
+        assert len(window) == 1
+        reader.read(window, eval_ns, series.bucket_s)
+        view = series.window(eval_ns, 5.0)
+        assert (reader.calls, reader.failed, reader.rate_per_s) == (
+            view.calls,
+            view.failed,
+            view.rate_per_s,
+        )
+        assert reader.quantile(0.95) == view.latency.quantile(0.95)
