@@ -12,8 +12,8 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
 from math import isnan
+from typing import TypeVar
 
 from watchman_collector.stats import Bucket
 
@@ -23,6 +23,7 @@ Robust = tuple[float, float]
 """(median, robust σ) of a set of values."""
 
 _NAN = float("nan")
+_B = TypeVar("_B")  # what a bucket's latency quantile is read from
 
 
 def median_sigma(ordered: Sequence[float]) -> Robust:
@@ -64,6 +65,7 @@ class BaselineLearner:
         "frozen",
         "learned_until_ns",
         "maxlen",
+        "size",
         "version",
     )
 
@@ -72,6 +74,7 @@ class BaselineLearner:
         self.learned_until_ns = 0  # end of the newest bucket offered
         self.frozen = False
         self.version = 0  # counts the summaries ever added: what depends on them can tell
+        self.size = 0  # the summaries held, at most `maxlen` (`len`)
         # The summaries oldest first, to know which one leaves: (error ratio, latency quantile,
         # rate) after one another, NaN for an unknown value.
         self._oldest_first = array("d")
@@ -83,8 +86,8 @@ class BaselineLearner:
         self._stats: tuple[Robust | None, Robust | None, float | None] | None = None
 
     def __len__(self) -> int:
-        """How many bucket summaries the baseline holds."""
-        return len(self._oldest_first) // 3
+        """How many bucket summaries the baseline holds (`size`)."""
+        return self.size
 
     def learn(
         self,
@@ -105,51 +108,50 @@ class BaselineLearner:
         for b in buckets:
             end = b.start_ns + bucket_ns
             if end > self.learned_until_ns:
-                self.offer(end, b.calls, b.failed, partial(of, b, quantile), bucket_s, min_calls)
+                self.offer(end, b.calls, b.failed, bucket_s, min_calls, of, b, quantile)
 
     def offer(  # noqa: PLR0917  # once per series per closed bucket: positional
         self,
         end_ns: int,
         calls: int,
         failed: int,
-        latency_quantile: Callable[[], float | None],
         bucket_s: float,
         min_calls: int,
+        quantile_of: Callable[[_B, float], float | None],
+        bucket: _B,
+        quantile: float,
     ) -> None:
         """Fold in one closed bucket ending at `end_ns`, after `learned_until_ns`.
 
-        `latency_quantile()` answers the bucket's latency quantile; it is called only when the
-        bucket is learned with enough calls for one.
+        `quantile_of(bucket, quantile)` answers the bucket's latency quantile; it is called only
+        when the bucket is learned with enough calls for one. (Its parts, not a `partial`: this
+        runs for every series on a tick that moves the window.)
         """
         self.learned_until_ns = end_ns
         if self.frozen:
             return
-        # A bucket with fewer calls than a third of the judging minimum has a rate but no
-        # meaningful error ratio or quantile.
-        if calls and calls >= min_calls // 3:
-            self._add(failed / calls, latency_quantile(), calls / bucket_s)
-        else:
-            self._add(None, None, calls / bucket_s)
-
-    def _add(self, error: float | None, p95: float | None, rate: float) -> None:
-        # Once per series per closed bucket on a tick: bisect and slice deletes in C, inline.
         self._stats = None
         self.version += 1
-        order = self._oldest_first
-        if error is None:
-            order.append(_NAN)
-        else:
-            order.append(error)
-            insort(self._errors, error)
-        if p95 is None:
-            order.append(_NAN)
-        else:
-            order.append(p95)
-            insort(self._p95s, p95)
-        order.append(rate)
+        self.size += 1
+        rate = calls / bucket_s
         rates = self._rates
         insort(rates, rate)
-        while len(order) > 3 * self.maxlen:
+        # A bucket with fewer calls than a third of the judging minimum has a rate but no
+        # meaningful error ratio or quantile. Bisect and slice deletes run in C, inline.
+        order = self._oldest_first
+        if calls and calls >= min_calls // 3:
+            error = failed / calls
+            insort(self._errors, error)
+            p95 = quantile_of(bucket, quantile)
+            if p95 is None:
+                p95 = _NAN
+            else:
+                insort(self._p95s, p95)
+            order.extend((error, p95, rate))
+        else:
+            order.extend((_NAN, _NAN, rate))
+        if self.size > self.maxlen:
+            self.size -= 1
             error, p95, rate = order[0], order[1], order[2]
             del order[:3]
             if not isnan(error):

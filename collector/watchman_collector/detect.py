@@ -22,7 +22,6 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from functools import partial
 
 from watchman_collector.baseline import BaselineLearner, Robust
 from watchman_collector.graph import EdgeState, InstanceState, NodeState, ServiceGraph
@@ -44,6 +43,8 @@ __all__ = [
 ]
 
 _NS = 1_000_000_000
+# A baseline's statistics before it has learned enough (`BaselineLearner.stats`).
+_NO_STATS: tuple[Robust | None, Robust | None, float | None] = (None, None, None)
 
 
 class Health(IntEnum):
@@ -347,101 +348,102 @@ class Detector:
             # The steady state: the window moved on by one bucket, and the bucket that left it
             # is the one the baseline learns next. Read from the open buckets, without making
             # `Bucket`s, when the buckets that stay are as they were.
-            leaving = state.slide(series, first)
+            leaving = state.slide(series, first, eval_ns, bucket_s)
         if leaving is not None:
+            # `slide` has moved the window on and noted the series as read (`mark`).
             baseline.offer(
                 closed_until,
                 leaving[1],
                 leaving[2],
-                partial(state.kept_quantile, leaving, policy.latency_quantile),
                 bucket_s,
                 policy.min_calls,
-            )
-            window = None
-            state.move_to(eval_ns, bucket_s)
-            state.total_calls = state.calls
-        elif closed_until > learn_from:
-            span_s = (closed_until - learn_from) / _NS
-            # Read with the window in one call, from the first bucket `buckets(closed_until - 1,
-            # span_s)` selects, when the range keeps one bucket width (no rolled-up buckets).
-            learn_first = (closed_until - 1 - int(span_s * _NS)) // bucket_ns
-            buckets = series.buckets(eval_ns, (eval_ns - learn_first * bucket_ns) / _NS)
-            oldest = buckets[0].start_ns // bucket_ns
-            if oldest <= learn_first and len(buckets) == last - oldest + 1:
-                history = buckets[learn_first - oldest : first - oldest]
-                window = buckets[first - oldest :]
-            else:
-                history = series.buckets(closed_until - 1, span_s)
-                window = series.buckets(eval_ns, policy.window_s)
-            baseline.learn(
-                history,
-                bucket_s,
-                policy.min_calls,
+                state.kept_quantile,
+                leaving,
                 policy.latency_quantile,
-                quantile_of=state.bucket_quantile,
             )
+            same = False
         else:
-            # A series whose window took no call since the last tick, read over the same
-            # buckets, has the same window: an idle series costs a few counter reads, not a
-            # window read.
-            same_range = first == state.first and last == state.last
-            if same_range and (
-                state.untouched(series, first)
-                or series.calls_in(eval_ns, policy.window_s) == state.total_calls
+            if closed_until > learn_from:
+                span_s = (closed_until - learn_from) / _NS
+                # Read with the window in one call, from the first bucket `buckets(closed_until
+                # - 1, span_s)` selects, when the range keeps one bucket width (no rolled-up
+                # buckets).
+                learn_first = (closed_until - 1 - int(span_s * _NS)) // bucket_ns
+                buckets = series.buckets(eval_ns, (eval_ns - learn_first * bucket_ns) / _NS)
+                oldest = buckets[0].start_ns // bucket_ns
+                if oldest <= learn_first and len(buckets) == last - oldest + 1:
+                    history = buckets[learn_first - oldest : first - oldest]
+                    window: list[Bucket] | None = buckets[first - oldest :]
+                else:
+                    history = series.buckets(closed_until - 1, span_s)
+                    window = series.buckets(eval_ns, policy.window_s)
+                baseline.learn(
+                    history,
+                    bucket_s,
+                    policy.min_calls,
+                    policy.latency_quantile,
+                    quantile_of=state.bucket_quantile,
+                )
+            elif (
+                # A series whose window took no call since the last tick, read over the same
+                # buckets, has the same window: an idle series costs a few counter reads, not a
+                # window read.
+                first == state.first
+                and last == state.last
+                and (
+                    state.untouched(series, first)
+                    or series.calls_in(eval_ns, policy.window_s) == state.total_calls
+                )
             ):
                 state.move_to(eval_ns, bucket_s)
                 window = None
             else:
                 window = series.buckets(eval_ns, policy.window_s)
+            state.mark(series)  # every path above has read the window from the series as it is
+            if window is None:
+                same = baseline.version == state.version
+            else:
+                same = state.read(window, eval_ns, bucket_s) and baseline.version == state.version
+                state.total_calls = state.calls
         state.first, state.last = first, last
-        state.mark(series)  # every path above has read the window from the series as it is now
-        if leaving is not None:
-            same = False
-        elif window is None:
-            same = baseline.version == state.version
-        else:
-            same = state.read(window, eval_ns, bucket_s) and baseline.version == state.version
-            state.total_calls = state.calls
 
-        learned = len(baseline) >= policy.min_baseline_buckets
-        stats = baseline.stats() if learned else None
-        if not same or state.judged:
+        learned = baseline.size >= policy.min_baseline_buckets
+        err_stats, p95_stats, base_rate = baseline.stats() if learned else _NO_STATS
+        judged = state.judged
+        if not same or judged:
             # Errors and latency only change with the window or the baseline, but the onset of
             # a verdict moves with the clock: work them out again while there is one.
             state.version = baseline.version
-            err_stats, p95_stats = (stats[0], stats[1]) if stats else (None, None)
             state.base_err = err_stats[0] if err_stats else None
             state.base_p95 = p95_stats[0] if p95_stats else None
-            judged: list[Evidence] = []
+            judged = ()
             if state.calls >= policy.min_calls:
                 # Each judgement is called only past the first test it makes (the common,
                 # healthy case costs a comparison, not a call).
                 if state.failed >= policy.error_min_failed:
                     ev = self._judge_errors(state, err_stats, policy, series, eval_ns)
                     if ev is not None:
-                        judged.append(ev)
+                        judged = (ev,)
                 if p95_stats is not None:
                     p95 = state.quantile(policy.latency_quantile)
                     if p95 is not None and p95 >= policy.latency_degraded_s:
                         ev = self._judge_latency(p95, p95_stats, policy, series, eval_ns)
                         if ev is not None:
-                            judged.append(ev)
-            state.judged = tuple(judged)
+                            judged = (*judged, ev)
+            state.judged = judged
         # Only a learned baseline freezes: one frozen at start-up would never learn at all.
-        baseline.frozen = learned and bool(state.judged)
-        if stats is not None:
-            # The rate moves with the clock: judged on every tick, past a test that keeps a
-            # margin for rounding (`_judge_traffic` decides).
-            rate = stats[2]
-            if (
-                rate is not None
-                and rate >= policy.traffic_min_rate
-                and state.rate_per_s <= rate * (1.000001 - policy.traffic_drop_degraded)
-            ):
-                ev = self._judge_traffic(state, rate, policy)
-                if ev is not None:
-                    return (*state.judged, ev), False
-        return state.judged, same and not state.judged
+        baseline.frozen = learned and bool(judged)
+        # The rate moves with the clock: judged on every tick, past a test that keeps a margin
+        # for rounding (`_judge_traffic` decides).
+        if (
+            base_rate is not None
+            and base_rate >= policy.traffic_min_rate
+            and state.rate_per_s <= base_rate * (1.000001 - policy.traffic_drop_degraded)
+        ):
+            ev = self._judge_traffic(state, base_rate, policy)
+            if ev is not None:
+                return (*judged, ev), False
+        return judged, same and not judged
 
     @staticmethod
     def _judge_errors(

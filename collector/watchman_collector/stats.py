@@ -1039,12 +1039,19 @@ class RedSeries:
         if flat is None or not flat[_CALLS]:
             return _NO_NUMBERS
         nb = self._nb
-        bins = _open_latency(flat, nb)
-        total = sum(bins)
-        if not total:
+        lo = _HEAD + nb
+        row = flat[lo : lo + nb]  # the server bins
+        alone = flat[lo + nb : lo + 2 * nb]
+        served = sum(row)
+        # `_open_latency`, inline: once per series on a tick that moves the window.
+        if any(alone):
+            bins = tuple(map(add, row, alone))
+            total = sum(bins)
+        elif served:
+            bins, total = tuple(row), served
+        else:
             return (flat[_CALLS], flat[_FAILED], 0, None, 0)
-        served = sum(flat[_HEAD + nb : _HEAD + 2 * nb])  # the server bins
-        return (flat[_CALLS], flat[_FAILED], served, tuple(bins), total)
+        return (flat[_CALLS], flat[_FAILED], served, bins, total)
 
     def calls_in(self, now_ns: int, seconds: float) -> int:
         """The calls of the buckets `buckets(now_ns, seconds)` gives, without making them.

@@ -61,7 +61,8 @@ class WindowReader:
         "late_writes",
         "marked",
         "newest_read",
-        "quantiles",
+        "q_at",
+        "q_value",
         "rate_per_s",
         "served",
         "total",
@@ -79,7 +80,9 @@ class WindowReader:
         self.rate_per_s = self.error_ratio = 0.0
         self.counts: list[int] = [0] * (len(self.bounds) + 1)  # the window's latency bins
         self.total = 0  # calls in `counts`
-        self.quantiles: dict[float, float | None] = {}
+        # The last quantile read of this window: `q_at` (-1: none since it changed) and its value.
+        self.q_at = -1.0
+        self.q_value: float | None = None
         # The series as of the last read (`mark`): its late writes and newest bucket index.
         self.marked: RedSeries | None = None
         self.late_writes = 0
@@ -167,17 +170,18 @@ class WindowReader:
             self.counts, self.total = counts, total
             self.calls, self.failed, self.served = calls, failed, served
             self.error_ratio = failed / calls if calls else 0.0
-            self.quantiles = {}
+            self.q_at = -1.0
         self.move_to(eval_ns, bucket_s)
         return same
 
-    def slide(self, series: RedSeries, first: int) -> _Kept | None:
+    def slide(self, series: RedSeries, first: int, eval_ns: int, bucket_s: float) -> _Kept | None:
         """The steady state, read from open buckets: the window moved on by one bucket.
 
         `first` is the index of the new window's first bucket. Unless the window's buckets are
         open (`RedSeries.open_calls`) and those that stay are as they were, nothing is changed
-        and None is returned (read the window instead); else the bucket that left the window,
-        as it is now, for the baseline to learn.
+        and None is returned (read the window instead); else the window is moved on to
+        `eval_ns` (`move_to`), the series noted as read (`mark`), and the bucket that left the
+        window, as it is now, returned for the baseline to learn.
         """
         kept = self.kept
         key = self.key
@@ -188,10 +192,15 @@ class WindowReader:
         start_ns = first * bucket_ns
         if key[0] != start_ns - bucket_ns:
             return None
-        if self.untouched(series, first - 1):
+        if (  # `untouched(series, first - 1)`, inline: once per series on such a tick
+            series is self.marked
+            and series.late_writes == self.late_writes
+            and self.newest_read > self.last
+            and series.is_open(first - 1)
+        ):
             # No call landed in the old window since it was read: only the new bucket is read.
             leaving = kept[0]
-            key = key[1:]
+            del key[0]  # in place: the key is this reader's own list
         else:
             calls = series.open_calls(first - 1, first + n - 2)  # the old window's buckets
             if calls is None or calls[1:] != key[2:]:
@@ -204,10 +213,21 @@ class WindowReader:
             key = calls
         # `key` holds the leaving bucket's calls, then those of the buckets that stay.
         key[0] = start_ns
-        k: _Kept = (start_ns + (n - 1) * bucket_ns, *series.open_numbers(first + n - 1), None)
-        key.append(k[1])
+        # Unpacked and packed again: `(start, *numbers, None)` builds a list on the way.
+        calls_in, failed, served, bins, total = series.open_numbers(first + n - 1)
+        key.append(calls_in)
         self.key = key
-        self._move_on(k)
+        self._move_on((start_ns + (n - 1) * bucket_ns, calls_in, failed, served, bins, total, None))
+        # `move_to` and `mark`, inline: once per series on such a tick.
+        covered_s = (eval_ns - start_ns) / _NS
+        if covered_s < bucket_s:  # noqa: PLR1730  # per series: no max() call
+            covered_s = bucket_s
+        self.rate_per_s = self.calls / covered_s
+        self.total_calls = self.calls
+        self.marked = series
+        self.late_writes = series.late_writes
+        newest = series.newest_index
+        self.newest_read = -1 if newest is None else newest
         return leaving
 
     def _move_on(self, k: _Kept) -> None:
@@ -228,7 +248,7 @@ class WindowReader:
         self.failed = failed = self.failed + k[2] - gone[2]
         self.served += k[3] - gone[3]
         self.error_ratio = failed / calls if calls else 0.0
-        self.quantiles = {}
+        self.q_at = -1.0
 
     def kept_quantile(self, k: _Kept, q: float) -> float | None:
         """The latency quantile of a bucket as kept (`Bucket.latency.quantile`)."""
@@ -258,14 +278,13 @@ class WindowReader:
 
     def quantile(self, q: float) -> float | None:
         """The q-quantile of the window's latency (`Histogram.quantile`); None without calls."""
-        quantiles = self.quantiles
-        if q in quantiles:
-            return quantiles[q]
+        if q == self.q_at:
+            return self.q_value
         if not self.total:
             value = None
         else:
             # Without finite bounds the quantile is the highest value, which only histograms hold.
             max_s = 0.0 if self.bounds else max(k[6].max_s for k in self.kept if k[6] is not None)
             value = quantile_of_counts(self.bounds, self.counts, self.total, q, max_s)
-        quantiles[q] = value
+        self.q_at, self.q_value = q, value
         return value

@@ -120,19 +120,18 @@ def test_sliding_by_one_bucket_equals_reading_the_window() -> None:
         eval_ns = T0 + (now_s - 15) * NS
         first = (eval_ns - 30 * NS) // (10 * NS)
         untouched += reader.untouched(series, first - 1)
-        leaving = reader.slide(series, first) if reader.kept else None
+        leaving = reader.slide(series, first, eval_ns, series.bucket_s) if reader.kept else None
         if leaving is None:
             reader.read(series.buckets(eval_ns, 30.0), eval_ns, series.bucket_s)
+            reader.mark(series)  # as detection does after a read; a slide marks by itself
         else:
             slid += 1
             gone = series.buckets(leaving[0] + 1, 1e-9)[0]
             assert (leaving[0], leaving[1], leaving[2]) == (gone.start_ns, gone.calls, gone.failed)
             for q in (0.5, 0.95):
                 assert reader.kept_quantile(leaving, q) == gone.latency.quantile(q)
-            reader.move_to(eval_ns, series.bucket_s)
-        # As detection does after every read: the window's range, and the series as read.
+        # As detection does after every read or slide: the window's range.
         reader.first, reader.last = first, eval_ns // (10 * NS)
-        reader.mark(series)
         assert_as_fresh(reader, series, eval_ns)
     assert slid >= 20  # the steady state was taken, not only full reads
     assert 15 <= untouched < slid  # with and without late calls since the last read
@@ -148,7 +147,8 @@ def test_slide_refuses_when_a_staying_bucket_changed() -> None:
     reader.read(series.buckets(eval_ns, 30.0), eval_ns, series.bucket_s)
     before = (list(reader.key), list(reader.kept), reader.calls)
     series.add(T0 + 45 * NS, False, 0.01, 0.01, T0 + 70 * NS, 120.0)
-    assert reader.slide(series, (eval_ns + 10 * NS - 30 * NS) // (10 * NS)) is None
+    first = (eval_ns + 10 * NS - 30 * NS) // (10 * NS)
+    assert reader.slide(series, first, eval_ns + 10 * NS, series.bucket_s) is None
     assert (reader.key, reader.kept, reader.calls) == before
 
 
