@@ -1043,7 +1043,10 @@ class RedSeries:
         row = flat[lo : lo + nb]  # the server bins
         alone = flat[lo + nb : lo + 2 * nb]
         served = sum(row)
-        # `_open_latency`, inline: once per series on a tick that moves the window.
+        # `_open_latency`, inline, summing the server bins from the same slice: once per series
+        # on a tick that moves the window, where the call and the second slice cost ≈ 1.7 % of
+        # the tick's instructions. `test_bucket_counts_without_histograms_match_the_histograms`
+        # holds the two together.
         if any(alone):
             bins = tuple(map(add, row, alone))
             total = sum(bins)

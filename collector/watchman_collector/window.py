@@ -192,12 +192,7 @@ class WindowReader:
         start_ns = first * bucket_ns
         if key[0] != start_ns - bucket_ns:
             return None
-        if (  # `untouched(series, first - 1)`, inline: once per series on such a tick
-            series is self.marked
-            and series.late_writes == self.late_writes
-            and self.newest_read > self.last
-            and series.is_open(first - 1)
-        ):
+        if self.untouched(series, first - 1):
             # No call landed in the old window since it was read: only the new bucket is read.
             leaving = kept[0]
             del key[0]  # in place: the key is this reader's own list
@@ -218,16 +213,9 @@ class WindowReader:
         key.append(calls_in)
         self.key = key
         self._move_on((start_ns + (n - 1) * bucket_ns, calls_in, failed, served, bins, total, None))
-        # `move_to` and `mark`, inline: once per series on such a tick.
-        covered_s = (eval_ns - start_ns) / _NS
-        if covered_s < bucket_s:  # noqa: PLR1730  # per series: no max() call
-            covered_s = bucket_s
-        self.rate_per_s = self.calls / covered_s
+        self.move_to(eval_ns, bucket_s)
         self.total_calls = self.calls
-        self.marked = series
-        self.late_writes = series.late_writes
-        newest = series.newest_index
-        self.newest_read = -1 if newest is None else newest
+        self.mark(series)
         return leaving
 
     def _move_on(self, k: _Kept) -> None:

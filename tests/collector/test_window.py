@@ -22,6 +22,14 @@ def add_calls(series: RedSeries, rng: random.Random, start_s: float, end_s: floa
         t += rng.expovariate(3.0)
 
 
+def filled(seed: int, until_s: float) -> tuple[RedSeries, WindowReader, random.Random]:
+    """A series of 10 s buckets with random calls from 0 to `until_s`, its reader and the rng."""
+    rng = random.Random(seed)
+    series = RedSeries(10.0, 3600.0)
+    add_calls(series, rng, 0, until_s)
+    return series, WindowReader(series), rng
+
+
 def read(reader: WindowReader, series: RedSeries, eval_ns: int) -> None:
     """What detection does: skip an unchanged series, else read the window's buckets."""
     first = (eval_ns - 30 * NS) // (10 * NS)
@@ -50,10 +58,7 @@ def assert_as_fresh(reader: WindowReader, series: RedSeries, eval_ns: int) -> No
 
 def test_reading_follows_a_live_series_tick_by_tick() -> None:
     """Calls arriving as the clock moves, some late into judged buckets: always a fresh read."""
-    rng = random.Random(4)
-    series = RedSeries(10.0, 3600.0)
-    reader = WindowReader(series)
-    add_calls(series, rng, 0, 60)
+    series, reader, rng = filled(4, 60)
     for step in range(40):
         now_s = 60 + 5 * step
         add_calls(series, rng, now_s - 5, now_s)
@@ -66,10 +71,7 @@ def test_reading_follows_a_live_series_tick_by_tick() -> None:
 
 def test_reading_survives_idle_gaps_and_jumps() -> None:
     """Idle stretches, a jump far ahead and back to traffic: the numbers stay a fresh read's."""
-    rng = random.Random(9)
-    series = RedSeries(10.0, 3600.0)
-    reader = WindowReader(series)
-    add_calls(series, rng, 0, 40)
+    series, reader, rng = filled(9, 40)
     for now_s in [45, 50, 55, 60, 80, 85, 300, 305, 310]:
         eval_ns = T0 + (now_s - 10) * NS
         read(reader, series, eval_ns)
@@ -92,10 +94,7 @@ def test_empty_series_reads_as_no_calls() -> None:
 
 def test_bucket_quantile_uses_the_kept_histogram() -> None:
     """A bucket still in the window answers its quantile as the bucket itself does."""
-    rng = random.Random(1)
-    series = RedSeries(10.0, 3600.0)
-    reader = WindowReader(series)
-    add_calls(series, rng, 0, 60)
+    series, reader, _ = filled(1, 60)
     eval_ns = T0 + 50 * NS
     read(reader, series, eval_ns)
     for b in series.buckets(eval_ns, 30.0):
@@ -106,10 +105,7 @@ def test_sliding_by_one_bucket_equals_reading_the_window() -> None:
     """The steady-state slide, from open buckets, leaves the numbers a full read gives, and
     hands back the bucket that left as it is now (late calls into it included). Without a late
     call since the last read the buckets that stay are not looked up again (`untouched`)."""
-    rng = random.Random(9)
-    series = RedSeries(10.0, 3600.0)
-    reader = WindowReader(series)
-    add_calls(series, rng, 0, 60)
+    series, reader, rng = filled(9, 60)
     slid = untouched = 0
     for step in range(30):
         now_s = 60 + 10 * step
@@ -139,10 +135,7 @@ def test_sliding_by_one_bucket_equals_reading_the_window() -> None:
 
 def test_slide_refuses_when_a_staying_bucket_changed() -> None:
     """A late call into a bucket that stays in the window: no slide, nothing changed."""
-    rng = random.Random(2)
-    series = RedSeries(10.0, 3600.0)
-    reader = WindowReader(series)
-    add_calls(series, rng, 0, 70)
+    series, reader, _ = filled(2, 70)
     eval_ns = T0 + 60 * NS
     reader.read(series.buckets(eval_ns, 30.0), eval_ns, series.bucket_s)
     before = (list(reader.key), list(reader.kept), reader.calls)
@@ -154,10 +147,7 @@ def test_slide_refuses_when_a_staying_bucket_changed() -> None:
 
 def test_a_window_shorter_than_a_bucket_moves_on_bucket_by_bucket() -> None:
     """A 5 s window over 10 s buckets holds one bucket at times: moving it on reads as fresh."""
-    rng = random.Random(3)
-    series = RedSeries(10.0, 3600.0)
-    reader = WindowReader(series)
-    add_calls(series, rng, 0, 120)
+    series, reader, _ = filled(3, 120)
     for eval_s in range(45, 115, 10):
         eval_ns = T0 + eval_s * NS
         window = series.buckets(eval_ns, 5.0)
