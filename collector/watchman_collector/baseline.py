@@ -10,7 +10,7 @@ rebuild, for every series on every tick, was a seventh of a detection tick on a 
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from math import isnan
 from typing import TypeVar
@@ -135,21 +135,24 @@ class BaselineLearner:
         self.size += 1
         rate = calls / bucket_s
         rates = self._rates
-        insort(rates, rate)
+        # Where `insort` would put it; `insort` itself calls an array's `insert` by name: slower.
+        rates.insert(bisect_right(rates, rate), rate)
         # A bucket with fewer calls than a third of the judging minimum has a rate but no
         # meaningful error ratio or quantile. Bisect and slice deletes run in C, inline.
         order = self._oldest_first
         if calls and calls >= min_calls // 3:
             error = failed / calls
-            insort(self._errors, error)
+            errors = self._errors
+            errors.insert(bisect_right(errors, error), error)
             p95 = quantile_of(bucket, quantile)
             if p95 is None:
                 p95 = _NAN
             else:
-                insort(self._p95s, p95)
-            order.extend((error, p95, rate))
+                p95s = self._p95s
+                p95s.insert(bisect_right(p95s, p95), p95)
+            order.fromlist([error, p95, rate])  # `extend` from a tuple takes the iterator path
         else:
-            order.extend((_NAN, _NAN, rate))
+            order.fromlist([_NAN, _NAN, rate])
         if self.size > self.maxlen:
             self.size -= 1
             error, p95, rate = order[0], order[1], order[2]

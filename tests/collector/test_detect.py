@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from watchman_collector.detect import Detection, Detector, Health, PolicyBook, Signals
 from watchman_collector.graph import ServiceGraph
 from watchman_collector.records import Call, ConnectionType
@@ -268,3 +270,16 @@ def test_an_idle_series_keeps_its_numbers_and_its_rate_moves() -> None:
         rates.append(detection.nodes["b"].rate_per_s)
     assert len(set(rates)) > 2
     assert rates[-1] == 0.0
+
+
+def test_verdicts_are_values_equal_and_hashable_by_their_fields() -> None:
+    """Verdicts are values: equal by their fields and usable in sets, as a frozen one would be."""
+    shop = Shop()
+    detection = run_and_judge(shop, Detector(), 120)
+    node = detection.nodes["payments"]
+    edge = detection.edges[("orders", "payments")]
+    twin = dataclasses.replace(edge)
+    assert twin == edge
+    assert twin is not edge
+    assert len({edge, twin, node, dataclasses.replace(node)}) == 2
+    assert dataclasses.replace(edge, calls=edge.calls + 1) not in {edge}
