@@ -126,12 +126,18 @@ def test_recovery_returns_to_healthy() -> None:
     assert detection.unhealthy() == []
 
 
-def fresh_numbers(graph: ServiceGraph, now_ns: int) -> dict[object, tuple[object, ...]]:
-    """Each node's and edge's window numbers read afresh with `RedSeries.window`."""
+def fresh_numbers(
+    graph: ServiceGraph, now_ns: int, windows_s: dict[str, float] | None = None
+) -> dict[object, tuple[object, ...]]:
+    """Each node's and edge's window numbers read afresh with `RedSeries.window`.
+
+    `windows_s`: a service's own window where it is not 30 s (an edge is judged by its server's).
+    """
     eval_ns = now_ns - 10 * NS
+    windows_s = windows_s or {}
     out: dict[object, tuple[object, ...]] = {}
     for edge in graph.edges():
-        view = edge.red.window(eval_ns, 30.0)
+        view = edge.red.window(eval_ns, windows_s.get(edge.server, 30.0))
         out[edge.client, edge.server] = (
             view.calls,
             view.failed,
@@ -140,7 +146,7 @@ def fresh_numbers(graph: ServiceGraph, now_ns: int) -> dict[object, tuple[object
             view.server_latency.count,
         )
     for node in graph.nodes():
-        view = node.served.window(eval_ns, 30.0)
+        view = node.served.window(eval_ns, windows_s.get(node.name, 30.0))
         out[node.name] = (
             view.calls,
             view.failed,
@@ -283,3 +289,26 @@ def test_verdicts_are_values_equal_and_hashable_by_their_fields() -> None:
     assert twin is not edge
     assert len({edge, twin, node, dataclasses.replace(node)}) == 2
     assert dataclasses.replace(edge, calls=edge.calls + 1) not in {edge}
+
+
+def test_services_with_their_own_window_are_read_over_it_on_every_tick() -> None:
+    """Series with different windows, judged in one tick, each read their own buckets."""
+    shop = Shop(seed=5)
+    windows_s = {"payments": 60.0, "catalog": 10.0}
+    rules = parse_rules(
+        {"services": {name: {"thresholds": {"window": f"{w:g}s"}} for name, w in windows_s.items()}}
+    )
+    detector = Detector(rules)
+    mismatches: list[int] = []
+
+    def tick(s: int) -> None:
+        if s % 5 == 0:
+            detection = detector.evaluate(shop.graph, shop.now_ns)
+            if judged_numbers(detection) != fresh_numbers(shop.graph, shop.now_ns, windows_s):
+                mismatches.append(s)
+
+    shop.run(200, every_second=tick)
+    shop.services["payments"].error_ratio = 0.3
+    shop.run(60, every_second=tick)
+    assert mismatches == []
+    assert detector.evaluate(shop.graph, shop.now_ns).nodes["payments"].calls > 0
