@@ -144,12 +144,17 @@ def _points(receiver: OTLPReceiver, name: str) -> list[tuple[str, Any, Any]]:
 STORE_ROUTES = {"/products/{sku}", "/stock/{sku}"}
 
 
-def _store_routes(receiver: OTLPReceiver) -> set[str | None]:
-    return {
-        attributes_to_dict(point.attributes).get("http.route")
-        for service, _, point in _points(receiver, "http.server.request.duration")
+def _store_points(receiver: OTLPReceiver) -> list[tuple[Any, Any]]:
+    """The store's `http.server.request.duration` metrics and points."""
+    return [
+        (metric, point)
+        for service, metric, point in _points(receiver, "http.server.request.duration")
         if service == "store"
-    }
+    ]
+
+
+def _routes(points: list[tuple[Any, Any]]) -> set[str | None]:
+    return {attributes_to_dict(point.attributes).get("http.route") for _, point in points}
 
 
 def _has_durations(receiver: OTLPReceiver) -> bool:
@@ -158,7 +163,7 @@ def _has_durations(receiver: OTLPReceiver) -> bool:
     return (
         {"store", "products"} <= servers
         and "products" in clients
-        and _store_routes(receiver) >= STORE_ROUTES
+        and _routes(_store_points(receiver)) >= STORE_ROUTES
     )
 
 
@@ -207,12 +212,8 @@ def test_red_metrics_follow_stable_conventions(
 ) -> None:
     """Both services export http.server.request.duration (s, advised buckets, route, no path)."""
     receiver, _services, _traces = traffic
-    store_points = [
-        (metric, point)
-        for service, metric, point in _points(receiver, "http.server.request.duration")
-        if service == "store"
-    ]
-    assert _store_routes(receiver) >= STORE_ROUTES
+    store_points = _store_points(receiver)
+    assert _routes(store_points) >= STORE_ROUTES
     for metric, point in store_points:
         assert metric.unit == "s"
         assert tuple(point.explicit_bounds) == DURATION_BUCKETS
