@@ -28,7 +28,7 @@ from watchman_collector.graph import EdgeState, InstanceState, NodeState, Servic
 from watchman_collector.records import NodeKind
 from watchman_collector.rules import RuleSet, Thresholds, default_rules
 from watchman_collector.stats import Bucket, RedSeries
-from watchman_collector.window import WindowReader
+from watchman_collector.window import WindowQuantile, WindowReader
 
 __all__ = [
     "DetectPolicy",
@@ -159,7 +159,10 @@ class Evidence:
 # The verdicts are values, made afresh for thousands of nodes and edges on every tick, so they
 # are not `frozen` (as `records.Span` and `Call`): a frozen dataclass's `__init__` sets each field
 # through `object.__setattr__`, which was 14 % of the instructions of a tick that moves the window
-# (measured). No stage changes one after it is made; `unsafe_hash` keeps them hashable.
+# (measured). No stage changes one after it is made; `unsafe_hash` keeps them hashable. Their
+# latency quantile is worked out when `p95_s` is read (`window.WindowQuantile`, equal, hashed and
+# printed as its number): only cascade reads it, around anomalies, and working it out for every
+# series was an eighth of a tick that moves the window (measured).
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -175,12 +178,18 @@ class NodeHealth:
     failed: int
     error_ratio: float
     rate_per_s: float
-    p95_s: float | None
+    _p95: WindowQuantile | None  # read `p95_s`
     baseline_error_ratio: float | None
     baseline_p95_s: float | None
     instances_up: int
     instances: int
     reports: bool  # the node itself reported spans or heartbeats in the window
+
+    @property
+    def p95_s(self) -> float | None:
+        """The window's 95th percentile latency (histogram estimate), None without calls."""
+        p95 = self._p95
+        return None if p95 is None else p95.value
 
     def has(self, signal: str) -> bool:
         """Whether `signal` is among the evidence."""
@@ -199,11 +208,17 @@ class EdgeHealth:
     calls: int
     failed: int
     error_ratio: float
-    p95_s: float | None
+    _p95: WindowQuantile | None  # read `p95_s`
     baseline_error_ratio: float | None
     baseline_p95_s: float | None
     server_halves: int  # calls whose server half was seen (0: nobody answered)
     failed_latencies_s: tuple[float, ...]  # client latency of failed exemplars (timeouts show)
+
+    @property
+    def p95_s(self) -> float | None:
+        """The window's 95th percentile client latency (histogram estimate), None without calls."""
+        p95 = self._p95
+        return None if p95 is None else p95.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,7 +460,11 @@ class Detector:
                     ev = self._judge_errors(state, err_stats, policy, series, eval_ns)
                     if ev is not None:
                         judged = (ev,)
-                if p95_stats is not None:
+                # Most windows are surely below the latency floor: then their quantile is not
+                # needed (a verdict works its own out when read).
+                if p95_stats is not None and not state.surely_below(
+                    policy.latency_quantile, policy.latency_degraded_s
+                ):
                     p95 = state.quantile(policy.latency_quantile)
                     if p95 is not None and p95 >= policy.latency_degraded_s:
                         ev = self._judge_latency(p95, p95_stats, policy, series, eval_ns)
@@ -587,7 +606,7 @@ class Detector:
                     and last.server_halves == state.served
                     and last.baseline_error_ratio == state.base_err
                     and last.baseline_p95_s == state.base_p95
-                    and last.p95_s == state.quantile(0.95)
+                    and state.holds(last._p95)
                 )
             )
         ):
@@ -602,7 +621,7 @@ class Detector:
             state.calls,
             state.failed,
             state.error_ratio,
-            state.quantile(0.95),
+            state.quantile_later(0.95),
             state.base_err,
             state.base_p95,
             state.served,
@@ -708,7 +727,7 @@ class Detector:
             view.failed,
             view.error_ratio,
             view.rate_per_s,
-            view.quantile(0.95),
+            view.quantile_later(0.95),
             view.base_err,
             view.base_p95,
             len(up),

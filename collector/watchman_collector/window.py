@@ -2,28 +2,44 @@
 
 Summing latency histograms over the window was most of the cost of judging a series, so a
 bucket's latency bins are read once, when it enters the window, and again only if its call count
-changed (a bucket only ever gains calls), and the window's sum is kept up to date by adding and
-subtracting those. A window none of whose buckets took a call since the last read is not read
-again at all: calls land in the series' newest bucket unless they are late, and the series counts
-its late ones (`RedSeries.late_writes`), so two numbers tell. The numbers are those
-`RedSeries.window` gives.
+changed (a bucket only ever gains calls). They are added up over the window only when a tick needs
+the window's quantile: most need only to know that it is below a floor (`surely_below`, from the
+bins of each bucket), or a quantile a verdict works out if it is ever read (`quantile_later`).
+A window none of whose buckets took a call since the last read is not read again at all: calls
+land in the series' newest bucket unless they are late, and the series counts its late ones
+(`RedSeries.late_writes`), so two numbers tell. The numbers are those `RedSeries.window` gives.
 """
 
 from __future__ import annotations
 
-from operator import add, sub
+from bisect import bisect_left
+from collections.abc import Sequence
+from operator import add, itemgetter
 
 from watchman_collector.stats import Bucket, Histogram, RedSeries, quantile_of_counts
 
-__all__ = ["WindowReader"]
+__all__ = ["WindowQuantile", "WindowReader"]
 
 _NS = 1_000_000_000
+# `WindowReader.surely_below` counts only the bins whose upper bound lies below a floor by this
+# much: an interpolated quantile may round a few units in the last place above its bin's bound.
+_MARGIN = 1e-9
+_BINS = itemgetter(4)  # a kept bucket's latency bins
 
 # A window bucket as last read: start, calls, failed calls, calls whose server half was seen,
 # its latency bins (None: no latency) and how many calls they hold, and the latency histogram
 # itself only for a histogram without finite bounds (whose quantile is its highest value).
 _Kept = tuple[int, int, int, int, tuple[int, ...] | None, int, Histogram | None]
 _EMPTY: tuple[tuple[int, ...] | None, int, Histogram | None] = (None, 0, None)
+
+
+def _summed(parts: Sequence[Sequence[int] | None], size: int) -> list[int]:
+    """Latency bins added up, bin by bin (None: a bucket without latency); `size` bins."""
+    counts: list[int] | None = None
+    for bins in parts:
+        if bins is not None:
+            counts = list(bins) if counts is None else list(map(add, counts, bins))
+    return [0] * size if counts is None else counts
 
 
 def _keep(bucket: Bucket) -> _Kept:
@@ -44,14 +60,65 @@ def _keep(bucket: Bucket) -> _Kept:
     )
 
 
+class WindowQuantile:
+    """A quantile of a window's latency bins as they were when taken, worked out when read.
+
+    Most verdicts' latency quantile is never read (only cascade reads it, around anomalies), so
+    a verdict holds this instead of the number. It stands for its value: equality, hashing and
+    `repr` are those of `value`. `parts` are the bins of the window's buckets (immutable), added
+    up when the value is first read.
+    """
+
+    __slots__ = ("_bounds", "_max_s", "_parts", "_q", "_total", "_value")
+
+    def __init__(
+        self,
+        bounds: tuple[float, ...],
+        parts: tuple[tuple[int, ...] | None, ...],
+        total: int,
+        q: float,
+        max_s: float,
+    ) -> None:
+        self._bounds = bounds
+        self._parts = parts
+        self._total = total  # > 0: the value is a number
+        self._q = q
+        self._max_s = max_s
+        self._value: float | None = None  # None: not worked out yet
+
+    @property
+    def value(self) -> float:
+        """The quantile (`Histogram.quantile` of the bins), worked out on the first read."""
+        value = self._value
+        if value is None:
+            counts = _summed(self._parts, len(self._bounds) + 1)
+            value = quantile_of_counts(self._bounds, counts, self._total, self._q, self._max_s)
+            assert value is not None  # _total > 0
+            self._value = value
+        return value
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, WindowQuantile):
+            return self.value == other.value
+        if isinstance(other, float | int):
+            return self.value == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
 class WindowReader:
     """The window of one series as of the last tick: calls, failures, latency bins, rate."""
 
     __slots__ = (
+        "_counts",
         "bounds",
         "bucket_ns",
         "calls",
-        "counts",
         "error_ratio",
         "failed",
         "first",
@@ -59,6 +126,7 @@ class WindowReader:
         "key",
         "last",
         "late_writes",
+        "later",
         "marked",
         "newest_read",
         "q_at",
@@ -78,11 +146,14 @@ class WindowReader:
         self.total_calls = -1  # the window's calls when last read (-1: read it again)
         self.calls = self.failed = self.served = 0  # served: calls whose server half was seen
         self.rate_per_s = self.error_ratio = 0.0
-        self.counts: list[int] = [0] * (len(self.bounds) + 1)  # the window's latency bins
-        self.total = 0  # calls in `counts`
+        # The window's latency bins added up (`_bins`), None until needed since they changed:
+        # most ticks need only a bound of the quantile, or none (`surely_below`).
+        self._counts: list[int] | None = None
+        self.total = 0  # calls in the bins
         # The last quantile read of this window: `q_at` (-1: none since it changed) and its value.
         self.q_at = -1.0
         self.q_value: float | None = None
+        self.later: WindowQuantile | None = None  # the last `quantile_later` (None: none since)
         # The series as of the last read (`mark`): its late writes and newest bucket index.
         self.marked: RedSeries | None = None
         self.late_writes = 0
@@ -140,37 +211,27 @@ class WindowReader:
             n_old = len(old)
             # Where the old window's buckets are in the new one (one further per bucket moved).
             shift = (start_ns - old[0][0]) // self.bucket_ns if old else 0
-            reused = [False] * n_old
             kept: list[_Kept] = []
-            counts = self.counts
-            total = self.total
-            calls = failed = served = 0
+            calls = failed = served = total = 0
             for i, b in enumerate(window):
                 n = b.calls
                 j = i + shift
                 if 0 <= j < n_old and old[j][1] == n and old[j][0] == b.start_ns:
                     k = old[j]
-                    reused[j] = True
                 elif not n:
                     k = (b.start_ns, 0, 0, 0, *_EMPTY)
                 else:
                     k = _keep(b)
-                    if k[4] is not None:
-                        counts = list(map(add, counts, k[4]))
-                        total += k[5]
                 kept.append(k)
                 calls += n
                 failed += k[2]
                 served += k[3]
-            for j, k in enumerate(old):
-                if not reused[j] and k[4] is not None:  # left the window, or changed
-                    counts = list(map(sub, counts, k[4]))
-                    total -= k[5]
+                total += k[5]
             self.kept = kept
-            self.counts, self.total = counts, total
+            self.total = total
             self.calls, self.failed, self.served = calls, failed, served
             self.error_ratio = failed / calls if calls else 0.0
-            self.q_at = -1.0
+            self._changed()
         self.move_to(eval_ns, bucket_s)
         return same
 
@@ -224,19 +285,28 @@ class WindowReader:
         gone = kept[0]
         del kept[0]
         kept.append(k)
-        if gone[4] is not None:
-            if k[4] is not None:
-                self.counts = list(map(add, map(sub, self.counts, gone[4]), k[4]))
-            else:
-                self.counts = list(map(sub, self.counts, gone[4]))
-        elif k[4] is not None:
-            self.counts = list(map(add, self.counts, k[4]))
-        self.total += k[5] - gone[5]
+        # The bins are added up when needed (`_bins`). A bucket that comes in with the bins of
+        # the one that left leaves them as they were (one bin without bounds holds no values).
+        if gone[4] != k[4] or not self.bounds:
+            self.total += k[5] - gone[5]
+            self._changed()
         self.calls = calls = self.calls + k[1] - gone[1]
         self.failed = failed = self.failed + k[2] - gone[2]
         self.served += k[3] - gone[3]
         self.error_ratio = failed / calls if calls else 0.0
+
+    def _changed(self) -> None:
+        """The window's latency bins changed: what was worked out from them goes."""
+        self._counts = None
         self.q_at = -1.0
+        self.later = None
+
+    def _bins(self) -> list[int]:
+        """The window's latency bins, added up (once after each change)."""
+        counts = self._counts
+        if counts is None:
+            counts = self._counts = _summed(list(map(_BINS, self.kept)), len(self.bounds) + 1)
+        return counts
 
     def kept_quantile(self, k: _Kept, q: float) -> float | None:
         """The latency quantile of a bucket as kept (`Bucket.latency.quantile`)."""
@@ -264,6 +334,42 @@ class WindowReader:
                     return self.kept_quantile(k, q)
         return bucket.latency.quantile(q)
 
+    def surely_below(self, q: float, floor_s: float) -> bool:
+        """Whether the window's q-quantile is below `floor_s`, known without working it out.
+
+        True when the calls in the bins wholly below the floor already reach the quantile's
+        rank (then the quantile lies in one of those bins); False when that does not settle it
+        (work the quantile out). A slice and a sum per bucket, without adding the bins up.
+        """
+        below = bisect_left(self.bounds, floor_s * (1.0 - _MARGIN))  # bins wholly below
+        counts = self._counts
+        if counts is not None:
+            calls = sum(counts[:below])
+        else:
+            calls = 0
+            for k in self.kept:
+                bins = k[4]
+                if bins is not None:
+                    calls += sum(bins[:below])
+        return calls > 0 and calls >= q * self.total
+
+    def quantile_later(self, q: float) -> WindowQuantile | None:
+        """The q-quantile of the window as it is now, worked out when read; None without calls."""
+        later = self.later
+        if later is not None and later._q == q:
+            return later  # the window did not change since: the same (a verdict keeps it)
+        if not self.total:
+            return None
+        max_s = 0.0 if self.bounds else max(k[6].max_s for k in self.kept if k[6] is not None)
+        counts = self._counts
+        parts = (tuple(counts),) if counts is not None else tuple(map(_BINS, self.kept))
+        later = self.later = WindowQuantile(self.bounds, parts, self.total, q, max_s)
+        return later
+
+    def holds(self, quantile: WindowQuantile | None) -> bool:
+        """Whether `quantile` is this window's (`quantile_later`), its bins unchanged since."""
+        return not self.total if quantile is None else quantile is self.later
+
     def quantile(self, q: float) -> float | None:
         """The q-quantile of the window's latency (`Histogram.quantile`); None without calls."""
         if q == self.q_at:
@@ -273,6 +379,6 @@ class WindowReader:
         else:
             # Without finite bounds the quantile is the highest value, which only histograms hold.
             max_s = 0.0 if self.bounds else max(k[6].max_s for k in self.kept if k[6] is not None)
-            value = quantile_of_counts(self.bounds, self.counts, self.total, q, max_s)
+            value = quantile_of_counts(self.bounds, self._bins(), self.total, q, max_s)
         self.q_at, self.q_value = q, value
         return value

@@ -174,12 +174,16 @@ def test_kept_window_numbers_equal_a_fresh_read_on_every_tick() -> None:
     detector = Detector()
     mismatches: list[int] = []
     unhealthy = 0
+    kept: list[tuple[Detection, dict[object, tuple[object, ...]]]] = []
 
     def tick(s: int) -> None:
         nonlocal unhealthy
         if s % 5 == 0:
             detection = detector.evaluate(shop.graph, shop.now_ns)
-            if judged_numbers(detection) != fresh_numbers(shop.graph, shop.now_ns):
+            fresh = fresh_numbers(shop.graph, shop.now_ns)
+            if s % 25 == 0:  # read again at the end, its verdicts' quantiles not read yet
+                kept.append((detection, fresh))
+            elif judged_numbers(detection) != fresh:
                 mismatches.append(s)
             unhealthy += len(detection.unhealthy())
 
@@ -193,6 +197,26 @@ def test_kept_window_numbers_equal_a_fresh_read_on_every_tick() -> None:
     shop.run(60, every_second=tick)
     assert mismatches == []
     assert unhealthy > 0  # the faults were judged, not only healthy windows
+    # A verdict's quantile, read after the windows moved on, is that of its own tick.
+    assert len(kept) > 10
+    assert [judged_numbers(d) == fresh for d, fresh in kept] == [True] * len(kept)
+
+
+def test_verdicts_are_values() -> None:
+    """Two detectors judging the same graph give equal verdicts: equal, hashed and printed alike,
+    the latency quantile printed as its number."""
+    shop = Shop(seed=5)
+    shop.run(120)
+    one = Detector().evaluate(shop.graph, shop.now_ns)
+    two = Detector().evaluate(shop.graph, shop.now_ns)
+    assert one == two
+    for key, edge in one.edges.items():
+        assert hash(edge) == hash(two.edges[key])
+        assert repr(edge) == repr(two.edges[key])
+    node = one.nodes["gateway"]
+    assert node.p95_s is not None
+    assert f"_p95={node.p95_s!r}" in repr(node)
+    assert {node} == {two.nodes["gateway"]}
 
 
 def test_late_calls_into_the_window_are_counted_at_the_next_tick() -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 
-from watchman_collector.stats import RedSeries
-from watchman_collector.window import WindowReader
+from watchman_collector.stats import LATENCY_BUCKETS_S, RedSeries, quantile_of_counts
+from watchman_collector.window import WindowQuantile, WindowReader
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
@@ -53,7 +54,11 @@ def assert_as_fresh(reader: WindowReader, series: RedSeries, eval_ns: int) -> No
     )
     assert reader.served == view.server_latency.count
     for q in (0.5, 0.95, 0.99, 1.0):
-        assert reader.quantile(q) == view.latency.quantile(q)
+        exact = view.latency.quantile(q)
+        later = reader.quantile_later(q)  # before `quantile`: worked out from the buckets' bins
+        assert reader.quantile(q) == exact
+        assert later is None if exact is None else later.value == exact
+        assert reader.holds(later)
 
 
 def test_reading_follows_a_live_series_tick_by_tick() -> None:
@@ -160,3 +165,93 @@ def test_a_window_shorter_than_a_bucket_moves_on_bucket_by_bucket() -> None:
             view.rate_per_s,
         )
         assert reader.quantile(0.95) == view.latency.quantile(0.95)
+
+
+# Floors on the default bounds and between them, below and above all of them.
+FLOORS_S = (0.0, 0.001, 0.005, 0.0075, 0.01, 0.03, 0.05, 0.1, 0.2, 0.25, 1.0, 7.5, 100.0)
+
+
+def test_surely_below_is_right_whenever_it_answers_and_answers_when_the_bins_settle_it() -> None:
+    """`surely_below` never says below when the quantile is not, and says so whenever the
+    quantile lies under the highest bound below the floor (its bin is wholly below); the same
+    from the buckets' bins as from the bins added up."""
+    series, reader, rng = filled(6, 60)
+    answered = unsettled = 0
+    for step in range(40):
+        now_s = 60 + 5 * step
+        add_calls(series, rng, now_s - 5, now_s)
+        eval_ns = T0 + (now_s - 10) * NS
+        read(reader, series, eval_ns)
+        fresh = WindowReader(series)  # its bins not added up yet: the per-bucket path
+        read(fresh, series, eval_ns)
+        view = series.window(eval_ns, 30.0)
+        for q in (0.0, 0.5, 0.95, 0.99, 1.0):
+            exact = view.latency.quantile(q)
+            per_bucket = [fresh.surely_below(q, f) for f in FLOORS_S]
+            reader.quantile(q)  # the bins added up
+            assert [reader.surely_below(q, f) for f in FLOORS_S] == per_bucket
+            for floor_s, below in zip(FLOORS_S, per_bucket, strict=True):
+                if below:
+                    assert exact is not None
+                    assert exact < floor_s
+                    answered += 1
+                else:
+                    j = bisect_left(LATENCY_BUCKETS_S, floor_s)
+                    assert exact is None or j == 0 or exact >= LATENCY_BUCKETS_S[j - 1]
+                    unsettled += exact is not None and exact < floor_s
+    assert answered > 500  # it settles most windows below a floor, not none
+    assert unsettled > 0  # and leaves those in the floor's own bin to the quantile
+
+
+def test_a_quantile_taken_later_keeps_the_window_it_was_taken_of() -> None:
+    """`quantile_later` answers the quantile of the window when it was taken, however the
+    window moved on since; `holds` says whether the window's bins are still those."""
+    series, reader, rng = filled(8, 60)
+    taken: list[tuple[WindowQuantile | None, float | None]] = []
+    for step in range(30):
+        now_s = 60 + 10 * step
+        add_calls(series, rng, now_s - 10, now_s)
+        eval_ns = T0 + (now_s - 15) * NS
+        before = taken[-1][0] if taken else None
+        read(reader, series, eval_ns)
+        if before is not None:
+            assert not reader.holds(before)  # random calls: the bins changed
+        taken.append((reader.quantile_later(0.95), series.window(eval_ns, 30.0).p95_s))
+        assert reader.quantile_later(0.95) is taken[-1][0]  # the same until the bins change
+    assert all(later is not None and later.value == exact for later, exact in taken)
+
+
+def test_a_bucket_with_the_bins_of_the_one_that_left_keeps_the_quantile_taken() -> None:
+    """Steady traffic: the bucket coming in has the bins of the one leaving, the window's
+    bins are as they were, and the quantile taken still holds."""
+    series = RedSeries(10.0, 3600.0)
+    for i in range(12):  # two calls of 20 ms in each 10 s bucket
+        for t_s in (i * 10 + 1, i * 10 + 6):
+            series.add(T0 + t_s * NS, False, 0.021, 0.02, T0 + t_s * NS, 120.0)
+    reader = WindowReader(series)
+    eval_ns = T0 + 60 * NS
+    first = (eval_ns - 30 * NS) // (10 * NS)
+    reader.read(series.buckets(eval_ns, 30.0), eval_ns, series.bucket_s)
+    reader.mark(series)
+    reader.first, reader.last = first, eval_ns // (10 * NS)
+    taken = reader.quantile_later(0.95)
+    assert reader.slide(series, first + 1, eval_ns + 10 * NS, series.bucket_s) is not None
+    assert reader.holds(taken)
+    assert reader.quantile_later(0.95) is taken
+    assert taken is not None
+    assert taken.value == series.window(eval_ns + 10 * NS, 30.0).p95_s
+
+
+def test_a_quantile_taken_later_stands_for_its_value() -> None:
+    """Equal, hashed and printed as its value: verdicts holding one stay values."""
+    bins = (0, 3, 5, 2, *([0] * (len(LATENCY_BUCKETS_S) - 3)))
+    value = quantile_of_counts(LATENCY_BUCKETS_S, bins, 10, 0.95)
+    assert value is not None
+    split = (bins[:2] + (0,) * (len(bins) - 2), (0, 0, *bins[2:]))  # two buckets' bins
+    one = WindowQuantile(LATENCY_BUCKETS_S, (bins,), 10, 0.95, 0.0)
+    two = WindowQuantile(LATENCY_BUCKETS_S, (*split, None), 10, 0.95, 0.0)
+    assert one == two == value
+    assert one != WindowQuantile(LATENCY_BUCKETS_S, (bins,), 10, 0.5, 0.0)
+    assert hash(one) == hash(two) == hash(value)
+    assert repr(one) == repr(value)
+    assert one.value == value
