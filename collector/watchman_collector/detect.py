@@ -216,7 +216,7 @@ class EdgeHealth:
 
     @property
     def p95_s(self) -> float | None:
-        """The window's 95th percentile client latency (histogram estimate), None without calls."""
+        """The window's 95th percentile latency (histogram estimate), None without calls."""
         p95 = self._p95
         return None if p95 is None else p95.value
 
