@@ -66,22 +66,20 @@ class WindowQuantile:
     Most verdicts' latency quantile is never read (only cascade reads it, around anomalies), so
     a verdict holds this instead of the number. It stands for its value: equality, hashing and
     `repr` are those of `value`. `parts` are the bins of the window's buckets (immutable), added
-    up when the value is first read.
+    up when the value is first read; they hold calls, so the value is a number.
     """
 
-    __slots__ = ("_bounds", "_max_s", "_parts", "_q", "_total", "_value")
+    __slots__ = ("_bounds", "_max_s", "_parts", "_q", "_value")
 
     def __init__(
         self,
         bounds: tuple[float, ...],
         parts: tuple[tuple[int, ...] | None, ...],
-        total: int,
         q: float,
         max_s: float,
     ) -> None:
         self._bounds = bounds
         self._parts = parts
-        self._total = total  # > 0: the value is a number
         self._q = q
         self._max_s = max_s
         self._value: float | None = None  # None: not worked out yet
@@ -92,8 +90,8 @@ class WindowQuantile:
         value = self._value
         if value is None:
             counts = _summed(self._parts, len(self._bounds) + 1)
-            value = quantile_of_counts(self._bounds, counts, self._total, self._q, self._max_s)
-            assert value is not None  # _total > 0
+            value = quantile_of_counts(self._bounds, counts, sum(counts), self._q, self._max_s)
+            assert value is not None  # the parts hold calls
             self._value = value
         return value
 
@@ -115,7 +113,6 @@ class WindowReader:
     """The window of one series as of the last tick: calls, failures, latency bins, rate."""
 
     __slots__ = (
-        "_counts",
         "bounds",
         "bucket_ns",
         "calls",
@@ -129,8 +126,6 @@ class WindowReader:
         "later",
         "marked",
         "newest_read",
-        "q_at",
-        "q_value",
         "rate_per_s",
         "served",
         "total",
@@ -146,14 +141,11 @@ class WindowReader:
         self.total_calls = -1  # the window's calls when last read (-1: read it again)
         self.calls = self.failed = self.served = 0  # served: calls whose server half was seen
         self.rate_per_s = self.error_ratio = 0.0
-        # The window's latency bins added up (`_bins`), None until needed since they changed:
-        # most ticks need only a bound of the quantile, or none (`surely_below`).
-        self._counts: list[int] | None = None
-        self.total = 0  # calls in the bins
-        # The last quantile read of this window: `q_at` (-1: none since it changed) and its value.
-        self.q_at = -1.0
-        self.q_value: float | None = None
-        self.later: WindowQuantile | None = None  # the last `quantile_later` (None: none since)
+        self.total = 0  # calls in the latency bins
+        # The last quantile taken of this window (`quantile_later`; None: none since its bins
+        # changed). The bins are added up only for it: most ticks need only a bound of the
+        # quantile, or none (`surely_below`).
+        self.later: WindowQuantile | None = None
         # The series as of the last read (`mark`): its late writes and newest bucket index.
         self.marked: RedSeries | None = None
         self.late_writes = 0
@@ -231,7 +223,7 @@ class WindowReader:
             self.total = total
             self.calls, self.failed, self.served = calls, failed, served
             self.error_ratio = failed / calls if calls else 0.0
-            self._changed()
+            self.later = None
         self.move_to(eval_ns, bucket_s)
         return same
 
@@ -285,28 +277,15 @@ class WindowReader:
         gone = kept[0]
         del kept[0]
         kept.append(k)
-        # The bins are added up when needed (`_bins`). A bucket that comes in with the bins of
+        # The bins are added up when a quantile is taken. A bucket that comes in with the bins of
         # the one that left leaves them as they were (one bin without bounds holds no values).
         if gone[4] != k[4] or not self.bounds:
             self.total += k[5] - gone[5]
-            self._changed()
+            self.later = None
         self.calls = calls = self.calls + k[1] - gone[1]
         self.failed = failed = self.failed + k[2] - gone[2]
         self.served += k[3] - gone[3]
         self.error_ratio = failed / calls if calls else 0.0
-
-    def _changed(self) -> None:
-        """The window's latency bins changed: what was worked out from them goes."""
-        self._counts = None
-        self.q_at = -1.0
-        self.later = None
-
-    def _bins(self) -> list[int]:
-        """The window's latency bins, added up (once after each change)."""
-        counts = self._counts
-        if counts is None:
-            counts = self._counts = _summed(list(map(_BINS, self.kept)), len(self.bounds) + 1)
-        return counts
 
     def kept_quantile(self, k: _Kept, q: float) -> float | None:
         """The latency quantile of a bucket as kept (`Bucket.latency.quantile`)."""
@@ -342,15 +321,11 @@ class WindowReader:
         (work the quantile out). A slice and a sum per bucket, without adding the bins up.
         """
         below = bisect_left(self.bounds, floor_s * (1.0 - _MARGIN))  # bins wholly below
-        counts = self._counts
-        if counts is not None:
-            calls = sum(counts[:below])
-        else:
-            calls = 0
-            for k in self.kept:
-                bins = k[4]
-                if bins is not None:
-                    calls += sum(bins[:below])
+        calls = 0
+        for k in self.kept:
+            bins = k[4]
+            if bins is not None:
+                calls += sum(bins[:below])
         return calls > 0 and calls >= q * self.total
 
     def quantile_later(self, q: float) -> WindowQuantile | None:
@@ -360,10 +335,9 @@ class WindowReader:
             return later  # the window did not change since: the same (a verdict keeps it)
         if not self.total:
             return None
+        # Without finite bounds the quantile is the highest value, which only histograms hold.
         max_s = 0.0 if self.bounds else max(k[6].max_s for k in self.kept if k[6] is not None)
-        counts = self._counts
-        parts = (tuple(counts),) if counts is not None else tuple(map(_BINS, self.kept))
-        later = self.later = WindowQuantile(self.bounds, parts, self.total, q, max_s)
+        later = self.later = WindowQuantile(self.bounds, tuple(map(_BINS, self.kept)), q, max_s)
         return later
 
     def holds(self, quantile: WindowQuantile | None) -> bool:
@@ -372,13 +346,5 @@ class WindowReader:
 
     def quantile(self, q: float) -> float | None:
         """The q-quantile of the window's latency (`Histogram.quantile`); None without calls."""
-        if q == self.q_at:
-            return self.q_value
-        if not self.total:
-            value = None
-        else:
-            # Without finite bounds the quantile is the highest value, which only histograms hold.
-            max_s = 0.0 if self.bounds else max(k[6].max_s for k in self.kept if k[6] is not None)
-            value = quantile_of_counts(self.bounds, self._bins(), self.total, q, max_s)
-        self.q_at, self.q_value = q, value
-        return value
+        later = self.quantile_later(q)
+        return None if later is None else later.value

@@ -174,7 +174,7 @@ FLOORS_S = (0.0, 0.001, 0.005, 0.0075, 0.01, 0.03, 0.05, 0.1, 0.2, 0.25, 1.0, 7.
 def test_surely_below_is_right_whenever_it_answers_and_answers_when_the_bins_settle_it() -> None:
     """`surely_below` never says below when the quantile is not, and says so whenever the
     quantile lies under the highest bound below the floor (its bin is wholly below); the same
-    from the buckets' bins as from the bins added up."""
+    from a reader just made as from one that has followed the series and taken quantiles."""
     series, reader, rng = filled(6, 60)
     answered = unsettled = 0
     for step in range(40):
@@ -182,13 +182,13 @@ def test_surely_below_is_right_whenever_it_answers_and_answers_when_the_bins_set
         add_calls(series, rng, now_s - 5, now_s)
         eval_ns = T0 + (now_s - 10) * NS
         read(reader, series, eval_ns)
-        fresh = WindowReader(series)  # its bins not added up yet: the per-bucket path
+        fresh = WindowReader(series)  # no quantile taken of it yet
         read(fresh, series, eval_ns)
         view = series.window(eval_ns, 30.0)
         for q in (0.0, 0.5, 0.95, 0.99, 1.0):
             exact = view.latency.quantile(q)
             per_bucket = [fresh.surely_below(q, f) for f in FLOORS_S]
-            reader.quantile(q)  # the bins added up
+            reader.quantile(q)  # a quantile taken: answers stay the same
             assert [reader.surely_below(q, f) for f in FLOORS_S] == per_bucket
             for floor_s, below in zip(FLOORS_S, per_bucket, strict=True):
                 if below:
@@ -248,10 +248,10 @@ def test_a_quantile_taken_later_stands_for_its_value() -> None:
     value = quantile_of_counts(LATENCY_BUCKETS_S, bins, 10, 0.95)
     assert value is not None
     split = (bins[:2] + (0,) * (len(bins) - 2), (0, 0, *bins[2:]))  # two buckets' bins
-    one = WindowQuantile(LATENCY_BUCKETS_S, (bins,), 10, 0.95, 0.0)
-    two = WindowQuantile(LATENCY_BUCKETS_S, (*split, None), 10, 0.95, 0.0)
+    one = WindowQuantile(LATENCY_BUCKETS_S, (bins,), 0.95, 0.0)
+    two = WindowQuantile(LATENCY_BUCKETS_S, (*split, None), 0.95, 0.0)
     assert one == two == value
-    assert one != WindowQuantile(LATENCY_BUCKETS_S, (bins,), 10, 0.5, 0.0)
+    assert one != WindowQuantile(LATENCY_BUCKETS_S, (bins,), 0.5, 0.0)
     assert hash(one) == hash(two) == hash(value)
     assert repr(one) == repr(value)
     assert one.value == value
