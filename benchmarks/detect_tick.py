@@ -3,7 +3,10 @@
 The graph is synthetic and healthy: 2,000 services in layers (a few front ends called by `user`,
 each service calling three services of the next layer and some a database), two instances per
 service with heartbeats, and 10 minutes of 10 s buckets of calls on every edge (3 minutes with
-`--quick`). One tick is `Diagnostician.__call__(now)`, what the analyzer runs every
+`--quick`). Each edge has its own mean calls per bucket, log-normal with a median of two (the
+busiest one edge in a hundred over ten times that), and each bucket a Poisson count of it: busy
+windows are judged for errors and latency and their buckets learned with a quantile, idle ones are
+not, as in a fleet. One tick is `Diagnostician.__call__(now)`, what the analyzer runs every
 `tick_interval`; between ticks one more bucket of calls is added (not timed), as live traffic
 would. The figure is the median tick in CPU time (`time.process_time`: the machine is shared and
 wall time would count other processes' work), after a few warm-up ticks that fill detection's
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import math
 import random
 import statistics
 import time
@@ -37,6 +41,7 @@ _T0 = 1_767_225_600 * _NS
 _BUCKET_S = 10
 _TICK_S = 5.0
 _SETTLE_NS = 10 * _NS  # detection judges the window ending `settle_s` (10 s) before now
+_MAX_MEAN = 60.0  # calls per bucket of the busiest edges
 
 
 def _edges(services: int, seed: int) -> list[tuple[str, str, bool]]:
@@ -64,14 +69,33 @@ def _edges(services: int, seed: int) -> list[tuple[str, str, bool]]:
     return out
 
 
+def _edge_means(edges: list[tuple[str, str, bool]], rng: random.Random) -> list[float]:
+    """Mean calls per bucket of each edge: log-normal with a median of two (0.2 requests/s), one
+    edge in a hundred over ten times busier, as in a fleet."""
+    return [min(rng.lognormvariate(math.log(2.0), 1.0), _MAX_MEAN) for _ in edges]
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson draw (Knuth's method: the means are small)."""
+    floor = math.exp(-mean)
+    k, p = 0, rng.random()
+    while p > floor:
+        k += 1
+        p *= rng.random()
+    return k
+
+
 def _bucket_of_calls(
-    edges: list[tuple[str, str, bool]], start_ns: int, rng: random.Random
+    edges: list[tuple[str, str, bool]],
+    means: list[float],
+    start_ns: int,
+    rng: random.Random,
 ) -> list[object]:
     from watchman_collector.records import Call, ConnectionType, NodeKind
 
     calls: list[object] = []
-    for client, server, database in edges:
-        for _ in range(2):
+    for (client, server, database), mean in zip(edges, means, strict=True):
+        for _ in range(_poisson(rng, mean)):
             latency = rng.uniform(0.005, 0.05)
             calls.append(
                 Call(
@@ -114,13 +138,15 @@ class _Traffic:
         self.services = services
         self.edges = _edges(services, seed)
         self.rng = random.Random(seed)
+        self.means = _edge_means(self.edges, self.rng)
         self.now_ns = _T0
 
     def advance(self, seconds: float) -> None:
         end = self.now_ns + int(seconds * _NS)
         while self.now_ns < end:
             start = self.now_ns
-            self.graph.add_calls(_bucket_of_calls(self.edges, start, self.rng))  # type: ignore[attr-defined]
+            calls = _bucket_of_calls(self.edges, self.means, start, self.rng)
+            self.graph.add_calls(calls)  # type: ignore[attr-defined]
             self.graph.add_heartbeats(_heartbeats(self.services, start))  # type: ignore[attr-defined]
             self.now_ns = start + _BUCKET_S * _NS
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
-from math import isnan
 from typing import TypeVar
 
 from watchman_collector.stats import Bucket
@@ -22,7 +21,9 @@ __all__ = ["BaselineLearner", "Robust", "median_sigma"]
 Robust = tuple[float, float]
 """(median, robust σ) of a set of values."""
 
-_NAN = float("nan")
+# A summary's error ratio or latency quantile not learned (too few calls); the values are not
+# negative. Not NaN: equal to itself, so two unknowns compare as the same value.
+_UNKNOWN = -1.0
 _B = TypeVar("_B")  # what a bucket's latency quantile is read from
 
 
@@ -33,16 +34,9 @@ def median_sigma(ordered: Sequence[float]) -> Robust:
     the quartiles are the values at ranks n/4 and 3n/4.
     """
     n = len(ordered)
-    med = _median(ordered)
-    q1 = ordered[n // 4]
-    q3 = ordered[(3 * n) // 4 if n > 1 else 0]
-    return med, (q3 - q1) / 1.349
-
-
-def _median(ordered: Sequence[float]) -> float:
-    n = len(ordered)
     mid = n // 2
-    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    med = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return med, (ordered[(3 * n) // 4 if n > 1 else 0] - ordered[n // 4]) / 1.349
 
 
 def _latency_quantile(bucket: Bucket, q: float) -> float | None:
@@ -61,11 +55,11 @@ class BaselineLearner:
         "_oldest_first",
         "_p95s",
         "_rates",
-        "_stats",
         "frozen",
         "learned_until_ns",
         "maxlen",
         "size",
+        "summary",
         "version",
     )
 
@@ -76,14 +70,16 @@ class BaselineLearner:
         self.version = 0  # counts the summaries ever added: what depends on them can tell
         self.size = 0  # the summaries held, at most `maxlen` (`len`)
         # The summaries oldest first, to know which one leaves: (error ratio, latency quantile,
-        # rate) after one another, NaN for an unknown value.
+        # rate) after one another, `_UNKNOWN` for a value not learned.
         self._oldest_first = array("d")
         # Sorted, in contiguous machine doubles: a tick inserts into thousands of these, and a
         # list's float objects are scattered in memory (reading them was most of the insert).
         self._errors = array("d")  # the summaries' error ratios that are known
         self._p95s = array("d")  # likewise for the latency quantiles
         self._rates = array("d")  # every summary's rate
-        self._stats: tuple[Robust | None, Robust | None, float | None] | None = None
+        # `stats()` as last worked out; None until it is worked out again (read it first: a
+        # tick reads it for every series, and most have not learned anything new since).
+        self.summary: tuple[Robust | None, Robust | None, float | None] | None = None
 
     def __len__(self) -> int:
         """How many bucket summaries the baseline holds (`size`)."""
@@ -130,48 +126,65 @@ class BaselineLearner:
         self.learned_until_ns = end_ns
         if self.frozen:
             return
-        self._stats = None
         self.version += 1
-        self.size += 1
         rate = calls / bucket_s
-        rates = self._rates
-        # Where `insort` would put it; `insort` itself calls an array's `insert` by name: slower.
-        rates.insert(bisect_right(rates, rate), rate)
         # A bucket with fewer calls than a third of the judging minimum has a rate but no
-        # meaningful error ratio or quantile. Bisect and slice deletes run in C, inline.
-        order = self._oldest_first
+        # meaningful error ratio or quantile.
         if calls and calls >= min_calls // 3:
             error = failed / calls
-            errors = self._errors
-            errors.insert(bisect_right(errors, error), error)
             p95 = quantile_of(bucket, quantile)
             if p95 is None:
-                p95 = _NAN
-            else:
-                p95s = self._p95s
-                p95s.insert(bisect_right(p95s, p95), p95)
-            order.fromlist([error, p95, rate])  # `extend` from a tuple takes the iterator path
+                p95 = _UNKNOWN
         else:
-            order.fromlist([_NAN, _NAN, rate])
-        if self.size > self.maxlen:
-            self.size -= 1
-            error, p95, rate = order[0], order[1], order[2]
-            del order[:3]
-            if not isnan(error):
-                errors = self._errors
-                del errors[bisect_left(errors, error)]
-            if not isnan(p95):
-                p95s = self._p95s
-                del p95s[bisect_left(p95s, p95)]
-            del rates[bisect_left(rates, rate)]
+            error = p95 = _UNKNOWN
+        # Where `insort` would put a value; `insort` itself calls an array's `insert` by name:
+        # slower. Bisect, insert and slice deletes run in C, inline.
+        order = self._oldest_first
+        order.fromlist([error, p95, rate])  # `extend` from a tuple takes the iterator path
+        rates, errors, p95s = self._rates, self._errors, self._p95s
+        if self.size < self.maxlen:
+            self.size += 1
+            rates.insert(bisect_right(rates, rate), rate)
+            if error >= 0.0:
+                errors.insert(bisect_right(errors, error), error)
+            if p95 >= 0.0:
+                p95s.insert(bisect_right(p95s, p95), p95)
+            self.summary = None
+            return
+        old_error, old_p95, old_rate = order[0], order[1], order[2]
+        del order[:3]
+        # The sorted values change only where the summary that leaves differs from the one that
+        # comes in: a steady series often repeats its rate (the same calls) and its error ratio
+        # (none failed), and then neither they nor the statistics are touched.
+        if rate == old_rate and error == old_error and p95 == old_p95:
+            return
+        if rate != old_rate:
+            del rates[bisect_left(rates, old_rate)]
+            rates.insert(bisect_right(rates, rate), rate)
+        if error != old_error:
+            if old_error >= 0.0:
+                del errors[bisect_left(errors, old_error)]
+            if error >= 0.0:
+                errors.insert(bisect_right(errors, error), error)
+        if p95 != old_p95:
+            if old_p95 >= 0.0:
+                del p95s[bisect_left(p95s, old_p95)]
+            if p95 >= 0.0:
+                p95s.insert(bisect_right(p95s, p95), p95)
+        self.summary = None
 
     def stats(self) -> tuple[Robust | None, Robust | None, float | None]:
         """Robust statistics of errors and latency, and the median rate (None: no data)."""
-        if self._stats is None:
+        stats = self.summary
+        if stats is None:
             errors, p95s, rates = self._errors, self._p95s, self._rates
-            self._stats = (
+            # The median rate as `median_sigma` works it out, inline: once per series on a tick
+            # that moves the window (a call less).
+            n = len(rates)
+            mid = n // 2
+            stats = self.summary = (
                 median_sigma(errors) if errors else None,
                 median_sigma(p95s) if p95s else None,
-                _median(rates) if rates else None,
+                (rates[mid] if n % 2 else (rates[mid - 1] + rates[mid]) / 2) if n else None,
             )
-        return self._stats
+        return stats

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from watchman_collector.baseline import BaselineLearner, Robust
-from watchman_collector.graph import EdgeState, InstanceState, NodeState, ServiceGraph
+from watchman_collector.graph import InstanceState, NodeState, ServiceGraph
 from watchman_collector.records import NodeKind
 from watchman_collector.rules import RuleSet, Thresholds, default_rules
 from watchman_collector.stats import Bucket, RedSeries
@@ -286,8 +286,8 @@ class Detector:
         self._edges: dict[tuple[str, str], _SeriesState] = {}
         self._tick = 0
         # The last window's bounds (`_judge_series`): eval_ns, window_ns, bucket_ns, and its
-        # first bucket, that bucket's start and its last bucket.
-        self._bounds: tuple[int, int, int, int, int, int] = (-1, -1, -1, 0, 0, 0)
+        # first bucket, that bucket's start, its last bucket and the start of the one before.
+        self._bounds: tuple[int, int, int, tuple[int, int, int, int]] = (-1, -1, -1, (0, 0, 0, 0))
         # Settings per service, valid while `policy` and its rules are the same objects.
         self._settings: dict[str, _Settings] = {}
         self._settings_of: tuple[PolicyBook, RuleSet] | None = None
@@ -303,15 +303,8 @@ class Detector:
             for kept in [*self._edges.values(), *self._nodes.values()]:
                 kept.forget()  # other rules: redo it all
                 kept.settings = None
-        edges: dict[tuple[str, str], EdgeHealth] = {}
         states = self._edges
-        for edge in graph.edges():
-            key = (edge.client, edge.server)
-            state = states.get(key)
-            if state is None:
-                state = states[key] = _SeriesState(edge.red)
-            state.seen = tick
-            edges[key] = self._judge_edge(edge, state, now_ns)
+        edges = self._judge_edges(graph, states, tick, now_ns)
         nodes: dict[str, NodeHealth] = {}
         node_states = self._nodes
         for node in graph.nodes():
@@ -366,24 +359,20 @@ class Detector:
                 eval_ns,
                 window_ns,
                 bucket_ns,
-                first,
-                first * bucket_ns,
-                eval_ns // bucket_ns,
+                (first, first * bucket_ns, eval_ns // bucket_ns, (first - 1) * bucket_ns),
             )
-        first, closed_until, last = bounds[3], bounds[4], bounds[5]
-        learn_from = closed_until - settings.baseline_ns
-        if baseline.learned_until_ns > learn_from:  # noqa: PLR1730  # per series: no max() call
-            learn_from = baseline.learned_until_ns
+        first, closed_until, last, closed_before = bounds[3]
         leaving = None
         if (
             first == state.first + 1
             and last == state.last + 1
-            and closed_until - learn_from == bucket_ns
-            and learn_from == baseline.learned_until_ns
+            and baseline.learned_until_ns == closed_before
+            and bucket_ns <= settings.baseline_ns
         ):
             # The steady state: the window moved on by one bucket, and the bucket that left it
-            # is the one the baseline learns next. Read from the open buckets, without making
-            # `Bucket`s, when the buckets that stay are as they were.
+            # is the one the baseline learns next (it had learned up to the one before, and
+            # learns no further back than `baseline_ns`). Read from the open buckets, without
+            # making `Bucket`s, when the buckets that stay are as they were.
             leaving = state.slide(series, first, eval_ns, bucket_s)
         if leaving is not None:
             # `slide` has moved the window on and noted the series as read (`mark`).
@@ -399,6 +388,9 @@ class Detector:
             )
             same = False
         else:
+            learn_from = closed_until - settings.baseline_ns
+            if baseline.learned_until_ns > learn_from:  # noqa: PLR1730  # no max() call
+                learn_from = baseline.learned_until_ns
             if closed_until > learn_from:
                 span_s = (closed_until - learn_from) / _NS
                 # Read with the window in one call, from the first bucket `buckets(closed_until
@@ -444,7 +436,10 @@ class Detector:
         state.first, state.last = first, last
 
         learned = baseline.size >= policy.min_baseline_buckets
-        err_stats, p95_stats, base_rate = baseline.stats() if learned else _NO_STATS
+        summary = baseline.summary if learned else _NO_STATS
+        if summary is None:
+            summary = baseline.stats()
+        err_stats, p95_stats, base_rate = summary
         judged = state.judged
         if not same or judged:
             # Errors and latency only change with the window or the baseline, but the onset of
@@ -583,51 +578,71 @@ class Detector:
 
     # -- nodes and edges --------------------------------------------------------------------
 
-    def _judge_edge(self, edge: EdgeState, state: _SeriesState, now_ns: int) -> EdgeHealth:
-        settings = state.settings
-        if settings is None:
-            settings = state.settings = self._settings_for(edge.server)
-        evidence, same = self._judge_series(state, edge.red, settings, now_ns - settings.settle_ns)
-        failed = edge.exemplars.failed
-        last = state.result
-        # A healthy edge whose numbers did not change is judged as before: the same object, not
-        # one more of thousands built on a tick.
-        if (
-            not evidence
-            and not failed
-            and last is not None
-            and not last.evidence
-            and not last.failed_latencies_s
-            and (
-                same
-                or (
-                    last.calls == state.calls
-                    and last.failed == state.failed
-                    and last.server_halves == state.served
-                    and last.baseline_error_ratio == state.base_err
-                    and last.baseline_p95_s == state.base_p95
-                    and state.holds(last._p95)
+    def _judge_edges(
+        self,
+        graph: ServiceGraph,
+        states: dict[tuple[str, str], _SeriesState],
+        tick: int,
+        now_ns: int,
+    ) -> dict[tuple[str, str], EdgeHealth]:
+        """Judge every edge of `graph`, keeping their state in `states` (seen at `tick`).
+
+        One loop with the judgement of an edge in its body, rather than a call per edge: 0.6 % of
+        the instructions of a tick that moves the window on 400 services.
+        """
+        edges: dict[tuple[str, str], EdgeHealth] = {}
+        judge_series = self._judge_series
+        for edge in graph.edges():
+            key = (edge.client, edge.server)
+            state = states.get(key)
+            if state is None:
+                state = states[key] = _SeriesState(edge.red)
+            state.seen = tick
+            settings = state.settings
+            if settings is None:
+                settings = state.settings = self._settings_for(edge.server)
+            evidence, same = judge_series(state, edge.red, settings, now_ns - settings.settle_ns)
+            failed = edge.exemplars.failed
+            last = state.result
+            # A healthy edge whose numbers did not change is judged as before: the same object,
+            # not one more of thousands built on a tick.
+            if (
+                not evidence
+                and not failed
+                and last is not None
+                and not last.evidence
+                and not last.failed_latencies_s
+                and (
+                    same
+                    or (
+                        last.calls == state.calls
+                        and last.failed == state.failed
+                        and last.server_halves == state.served
+                        and last.baseline_error_ratio == state.base_err
+                        and last.baseline_p95_s == state.base_p95
+                        and state.holds(last._p95)
+                    )
                 )
+            ):
+                edges[key] = last
+                continue
+            # Positional: keywords make a dataclass slower to build.
+            edges[key] = state.result = EdgeHealth(
+                edge.client,
+                edge.server,
+                max(e.health for e in evidence) if evidence else Health.HEALTHY,
+                evidence,
+                _earliest(evidence) if evidence else None,
+                state.calls,
+                state.failed,
+                state.error_ratio,
+                state.quantile_later(0.95),
+                state.base_err,
+                state.base_p95,
+                state.served,
+                tuple(sorted(lat for _, _, lat in failed)) if failed else (),
             )
-        ):
-            return last
-        # Positional: keywords make a dataclass slower to build.
-        state.result = result = EdgeHealth(
-            edge.client,
-            edge.server,
-            max(e.health for e in evidence) if evidence else Health.HEALTHY,
-            evidence,
-            _earliest(evidence) if evidence else None,
-            state.calls,
-            state.failed,
-            state.error_ratio,
-            state.quantile_later(0.95),
-            state.base_err,
-            state.base_p95,
-            state.served,
-            tuple(sorted(lat for _, _, lat in failed)) if failed else (),
-        )
-        return result
+        return edges
 
     def _judge_node(
         self,
@@ -648,9 +663,17 @@ class Detector:
 
         misses = policy.heartbeat_misses
         known = node.instances
-        up = [
-            i for i in known.values() if now_ns - i.last_heartbeat_ns <= misses * i.interval_s * _NS
-        ]
+        up: list[InstanceState] = []
+        # The first busiest instance up, as max() would pick it: in the same loop, a list
+        # comprehension and a second loop over the instances were 2 % of a tick.
+        busiest: InstanceState | None = None
+        top = 0.0
+        for i in known.values():
+            if now_ns - i.last_heartbeat_ns <= misses * i.interval_s * _NS:
+                up.append(i)
+                cpu_i = i.cpu_utilization or 0.0
+                if busiest is None or cpu_i > top:
+                    busiest, top = i, cpu_i
         if len(up) == len(known):
             instances = up
         else:
@@ -686,13 +709,6 @@ class Detector:
                         detail=f"{len(down)} of {len(instances)} instances down: {', '.join(down)}",
                     )
                 )
-        # The first busiest instance, as max() would pick it.
-        busiest: InstanceState | None = None
-        top = 0.0
-        for i in up:
-            cpu_i = i.cpu_utilization or 0.0
-            if busiest is None or cpu_i > top:
-                busiest, top = i, cpu_i
         cpu = busiest.cpu_utilization if busiest is not None else None
         if busiest is not None and cpu is not None and cpu >= policy.cpu_degraded:
             evidence.append(
@@ -709,9 +725,14 @@ class Detector:
 
         # Calls that failed with nobody answering (no server half) mean the service is gone,
         # whatever its last heartbeat says: judged on the recent half of the window, this names
-        # a crash within seconds instead of waiting for heartbeats to be missed.
-        if node.kind is NodeKind.SERVICE and not any(
-            e.signal == Signals.SERVICE_DOWN for e in evidence
+        # a crash within seconds instead of waiting for heartbeats to be missed. The recent half
+        # is the tail of the window unless a bucket is wider than the window: then, when the
+        # whole window failed too little, so did its tail, and it is not read (the common,
+        # healthy case costs two comparisons, not a call).
+        if (
+            node.kind is NodeKind.SERVICE
+            and (view.failed >= 0.5 * policy.min_calls or settings.window_ns < view.bucket_ns)
+            and not any(e.signal == Signals.SERVICE_DOWN for e in evidence)
         ):
             ev = self._judge_unreachable(node, view, policy, eval_ns, graph=graph, edges=edges)
             if ev is not None:
@@ -746,14 +767,7 @@ class Detector:
         edges: Mapping[tuple[str, str], EdgeHealth],
     ) -> Evidence | None:
         served = node.served
-        recent_s = max(policy.window_s / 2, served.bucket_s)
-        bucket_ns = int(served.bucket_s * _NS)
-        # The recent half is the tail of the window: when the whole window failed too little,
-        # so did its tail, and reading it is skipped (the common, healthy case).
-        within = (eval_ns - int(recent_s * _NS)) // bucket_ns >= view.first
-        if within and view.failed < 0.5 * policy.min_calls:
-            return None
-        recent = served.window(eval_ns, recent_s)
+        recent = served.window(eval_ns, max(policy.window_s / 2, served.bucket_s))
         if recent.calls < policy.min_calls or recent.failed < 0.5 * recent.calls:
             return None
         unanswered = recent.calls - recent.server_latency.count

@@ -180,6 +180,7 @@ _HEAD = 2 + 2 * _KINDS  # where the bins start
 # The newest buckets stay plain lists: every call within the default allowed lateness (120 s)
 # lands in one, and detection's windows (30–120 s) read them through cached histograms.
 _OPEN_BUCKETS = 12
+_NOT_OPEN = 1 << 62  # `RedSeries.open_from` before any bucket opened: past every index
 
 DETAIL_S = 900.0
 """How far back buckets keep their own width: the longest window read at a fixed length (the
@@ -680,6 +681,7 @@ class RedSeries:
         "detail_s",
         "late_writes",
         "newest_index",
+        "open_from",
         "retention_s",
         "rollup_s",
     )
@@ -724,6 +726,8 @@ class RedSeries:
         self._coarse: _Ring | None = None
         self._open: dict[int, list[Any]] = {}
         self._head: int | None = None  # the newest bucket index the rings are aligned to
+        # The oldest open bucket's index (`is_open`); none is open before the first call.
+        self.open_from = _NOT_OPEN
         self.newest_index: int | None = None  # the newest bucket index holding data
         # Calls counted into a bucket older than `newest_index` (open or sealed): while this
         # stays the same, no bucket before the newest changed (detection's idle test).
@@ -887,6 +891,7 @@ class RedSeries:
         """Make `head` the newest index: seal open buckets, roll up and drop old ones."""
         old = self._head
         self._head = head
+        self.open_from = head - self._open_n + 1
         opens = self._open
         if opens:
             seal_to = head - self._open_n  # inclusive
@@ -1014,8 +1019,7 @@ class RedSeries:
 
     def is_open(self, idx: int) -> bool:
         """Whether bucket `idx` is open: not sealed yet (it may hold no calls)."""
-        head = self._head
-        return head is not None and idx > head - self._open_n
+        return idx >= self.open_from
 
     def open_calls(self, first: int, last: int) -> list[int] | None:
         """The calls of buckets `first..last`, or None unless all of them are still open.

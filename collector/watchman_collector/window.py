@@ -245,15 +245,23 @@ class WindowReader:
         start_ns = first * bucket_ns
         if key[0] != start_ns - bucket_ns:
             return None
-        if self.untouched(series, first - 1):
-            # No call landed in the old window since it was read: only the new bucket is read.
-            leaving = kept[0]
+        gone = kept[0]
+        late_writes = series.late_writes
+        newest = series.newest_index
+        if (
+            series is self.marked
+            and late_writes == self.late_writes
+            and self.newest_read > self.last
+            and first > series.open_from  # `is_open(first - 1)`, without a call
+        ):
+            # `untouched`: no call landed in the old window since it was read, so only the
+            # new bucket is read.
+            leaving = gone
             del key[0]  # in place: the key is this reader's own list
         else:
             calls = series.open_calls(first - 1, first + n - 2)  # the old window's buckets
             if calls is None or calls[1:] != key[2:]:
                 return None
-            gone = kept[0]
             # A late call may have landed in the leaving bucket since it was last read.
             leaving = (
                 gone if calls[0] == gone[1] else (gone[0], *series.open_numbers(first - 1), None)
@@ -261,14 +269,31 @@ class WindowReader:
             key = calls
         # `key` holds the leaving bucket's calls, then those of the buckets that stay.
         key[0] = start_ns
-        # Unpacked and packed again: `(start, *numbers, None)` builds a list on the way.
-        calls_in, failed, served, bins, total = series.open_numbers(first + n - 1)
+        calls_in, failed_in, served_in, bins, total = series.open_numbers(first + n - 1)
         key.append(calls_in)
         self.key = key
-        self._move_on((start_ns + (n - 1) * bucket_ns, calls_in, failed, served, bins, total, None))
-        self.move_to(eval_ns, bucket_s)
-        self.total_calls = self.calls
-        self.mark(series)
+        # `_move_on`, `move_to` and `mark`, inline: a call each for every series, on a tick that
+        # moves the window. `test_sliding_by_one_bucket_equals_reading_the_window` holds them
+        # together.
+        del kept[0]
+        kept.append(
+            (start_ns + (n - 1) * bucket_ns, calls_in, failed_in, served_in, bins, total, None)
+        )
+        if gone[4] != bins:  # the bounds are not empty (above)
+            self.total += total - gone[5]
+            self.later = None
+        self.calls = in_window = self.calls + calls_in - gone[1]
+        self.failed = failed = self.failed + failed_in - gone[2]
+        self.served += served_in - gone[3]
+        self.error_ratio = failed / in_window if in_window else 0.0
+        covered_s = (eval_ns - start_ns) / _NS
+        if covered_s < bucket_s:  # noqa: PLR1730  # per series: no max() call
+            covered_s = bucket_s
+        self.rate_per_s = in_window / covered_s
+        self.total_calls = in_window
+        self.marked = series
+        self.late_writes = late_writes
+        self.newest_read = -1 if newest is None else newest
         return leaving
 
     def _move_on(self, k: _Kept) -> None:

@@ -127,6 +127,11 @@ def test_sliding_by_one_bucket_equals_reading_the_window() -> None:
             reader.mark(series)  # as detection does after a read; a slide marks by itself
         else:
             slid += 1
+            # The slide noted the series as read, as `mark` would have.
+            noted = (reader.marked, reader.late_writes, reader.newest_read)
+            reader.mark(series)
+            assert noted == (reader.marked, reader.late_writes, reader.newest_read)
+            assert reader.total_calls == reader.calls
             gone = series.buckets(leaving[0] + 1, 1e-9)[0]
             assert (leaving[0], leaving[1], leaving[2]) == (gone.start_ns, gone.calls, gone.failed)
             for q in (0.5, 0.95):
