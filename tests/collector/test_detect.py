@@ -336,3 +336,26 @@ def test_services_with_their_own_window_are_read_over_it_on_every_tick() -> None
     shop.run(60, every_second=tick)
     assert mismatches == []
     assert detector.evaluate(shop.graph, shop.now_ns).nodes["payments"].calls > 0
+
+
+def test_calls_nobody_answers_are_judged_on_the_recent_half_even_past_the_window() -> None:
+    """A service whose calls fail unanswered is unreachable. With buckets wider than the window,
+    the recent half reaches back past the window: a window with few failures does not spare it."""
+    graph = ServiceGraph(bucket_s=60.0)
+    bucket_ns = 60 * NS
+    k = T0 // bucket_ns + 2  # the bucket the 30 s window lies in, 40 s into it
+    eval_ns = k * bucket_ns + 40 * NS
+
+    def unanswered(start_ns: int, count: int) -> list[Call]:
+        return [
+            Call("a", "b", ConnectionType.DIRECT, start_ns + i * NS, 1.0, None, True, bytes(16))
+            for i in range(count)
+        ]
+
+    graph.add_calls(unanswered((k - 1) * bucket_ns + 10 * NS, 20))  # before the window
+    graph.add_calls(unanswered(k * bucket_ns + 5 * NS, 2))  # in it: fewer than any floor
+    detection = Detector().evaluate(graph, eval_ns + 10 * NS)  # judged `settle_s` back
+    b = detection.nodes["b"]
+    assert b.calls == 2  # the window itself holds two failed calls
+    assert b.has(Signals.UNREACHABLE)
+    assert b.health is Health.DOWN
