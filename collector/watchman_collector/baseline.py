@@ -141,32 +141,31 @@ class BaselineLearner:
         # slower. Bisect, insert and slice deletes run in C, inline.
         order = self._oldest_first
         order.fromlist([error, p95, rate])  # `extend` from a tuple takes the iterator path
-        rates, errors, p95s = self._rates, self._errors, self._p95s
         if self.size < self.maxlen:
             self.size += 1
-            rates.insert(bisect_right(rates, rate), rate)
-            if error >= 0.0:
-                errors.insert(bisect_right(errors, error), error)
-            if p95 >= 0.0:
-                p95s.insert(bisect_right(p95s, p95), p95)
-            self.summary = None
-            return
-        old_error, old_p95, old_rate = order[0], order[1], order[2]
-        del order[:3]
-        # The sorted values change only where the summary that leaves differs from the one that
-        # comes in: a steady series often repeats its rate (the same calls) and its error ratio
-        # (none failed), and then neither they nor the statistics are touched.
-        if rate == old_rate and error == old_error and p95 == old_p95:
-            return
+            old_error = old_p95 = _UNKNOWN
+            old_rate: float | None = None  # none leaves
+        else:
+            old_error, old_p95, old_rate = order[0], order[1], order[2]
+            del order[:3]
+            # The sorted values change only where the summary that leaves differs from the one
+            # that comes in: a steady series often repeats its rate (the same calls) and its error
+            # ratio (none failed), and then neither they nor the statistics are touched.
+            if rate == old_rate and error == old_error and p95 == old_p95:
+                return
         if rate != old_rate:
-            del rates[bisect_left(rates, old_rate)]
+            rates = self._rates
+            if old_rate is not None:
+                del rates[bisect_left(rates, old_rate)]
             rates.insert(bisect_right(rates, rate), rate)
         if error != old_error:
+            errors = self._errors
             if old_error >= 0.0:
                 del errors[bisect_left(errors, old_error)]
             if error >= 0.0:
                 errors.insert(bisect_right(errors, error), error)
         if p95 != old_p95:
+            p95s = self._p95s
             if old_p95 >= 0.0:
                 del p95s[bisect_left(p95s, old_p95)]
             if p95 >= 0.0:

@@ -734,7 +734,7 @@ class Detector:
             and (view.failed >= 0.5 * policy.min_calls or settings.window_ns < view.bucket_ns)
             and not any(e.signal == Signals.SERVICE_DOWN for e in evidence)
         ):
-            ev = self._judge_unreachable(node, view, policy, eval_ns, graph=graph, edges=edges)
+            ev = self._judge_unreachable(node, policy, eval_ns, graph=graph, edges=edges)
             if ev is not None:
                 evidence.append(ev)
 
@@ -759,7 +759,6 @@ class Detector:
     @staticmethod
     def _judge_unreachable(
         node: NodeState,
-        view: _SeriesState,
         policy: DetectPolicy,
         eval_ns: int,
         *,

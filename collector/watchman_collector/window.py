@@ -185,23 +185,12 @@ class WindowReader:
         start_ns = window[0].start_ns
         key = [start_ns, *[b.calls for b in window]]
         same = key == self.key
-        old_key = self.key
-        if not same and (
-            len(key) == len(old_key)
-            and start_ns - old_key[0] == self.bucket_ns
-            and key[1:-1] == old_key[2:]
-            and (len(self.kept) < 2 or self.kept[1][0] == start_ns)
-        ):
-            # The steady state: the window moved on by one bucket and the others are as they
-            # were. One bucket leaves, one comes in.
-            self.key = key
-            b = window[-1]
-            self._move_on(_keep(b) if b.calls else (b.start_ns, 0, 0, 0, *_EMPTY))
-        elif not same:
+        if not same:
             self.key = key
             old = self.kept
             n_old = len(old)
-            # Where the old window's buckets are in the new one (one further per bucket moved).
+            # Where the old window's buckets are in the new one (one further per bucket moved):
+            # a bucket kept with the same calls is taken as it was, not read again.
             shift = (start_ns - old[0][0]) // self.bucket_ns if old else 0
             kept: list[_Kept] = []
             calls = failed = served = total = 0
@@ -272,14 +261,17 @@ class WindowReader:
         calls_in, failed_in, served_in, bins, total = series.open_numbers(first + n - 1)
         key.append(calls_in)
         self.key = key
-        # `_move_on`, `move_to` and `mark`, inline: a call each for every series, on a tick that
-        # moves the window. `test_sliding_by_one_bucket_equals_reading_the_window` holds them
-        # together.
+        # The oldest bucket leaves and the new one comes in; then the rate (`move_to`) and the
+        # read marks (`mark`), inline: a call each for every series, on a tick that moves the
+        # window. `test_sliding_by_one_bucket_equals_reading_the_window` holds them together.
         del kept[0]
         kept.append(
             (start_ns + (n - 1) * bucket_ns, calls_in, failed_in, served_in, bins, total, None)
         )
-        if gone[4] != bins:  # the bounds are not empty (above)
+        # The bins are added up when a quantile is taken: a bucket that comes in with the bins of
+        # the one that left leaves them, and the quantile taken, as they were (the bounds are
+        # not empty, above; one bin without bounds holds no values).
+        if gone[4] != bins:
             self.total += total - gone[5]
             self.later = None
         self.calls = in_window = self.calls + calls_in - gone[1]
@@ -295,22 +287,6 @@ class WindowReader:
         self.late_writes = late_writes
         self.newest_read = -1 if newest is None else newest
         return leaving
-
-    def _move_on(self, k: _Kept) -> None:
-        """The window's oldest bucket leaves and `k` comes in; the others stay as they were."""
-        kept = self.kept
-        gone = kept[0]
-        del kept[0]
-        kept.append(k)
-        # The bins are added up when a quantile is taken. A bucket that comes in with the bins of
-        # the one that left leaves them as they were (one bin without bounds holds no values).
-        if gone[4] != k[4] or not self.bounds:
-            self.total += k[5] - gone[5]
-            self.later = None
-        self.calls = calls = self.calls + k[1] - gone[1]
-        self.failed = failed = self.failed + k[2] - gone[2]
-        self.served += k[3] - gone[3]
-        self.error_ratio = failed / calls if calls else 0.0
 
     def kept_quantile(self, k: _Kept, q: float) -> float | None:
         """The latency quantile of a bucket as kept (`Bucket.latency.quantile`)."""
