@@ -24,6 +24,10 @@ Robust = tuple[float, float]
 # A summary's error ratio or latency quantile not learned (too few calls); the values are not
 # negative. Not NaN: equal to itself, so two unknowns compare as the same value.
 _UNKNOWN = -1.0
+# A statistic whose values changed since it was worked out (`stats`): told by identity (a
+# robust pair) or sign (a median rate is not negative).
+_STALE: Robust = (_UNKNOWN, _UNKNOWN)
+_STALE_RATE = _UNKNOWN
 _B = TypeVar("_B")  # what a bucket's latency quantile is read from
 
 
@@ -51,9 +55,13 @@ class BaselineLearner:
     """
 
     __slots__ = (
+        "_error_stats",
         "_errors",
-        "_oldest_first",
+        "_oldest",
+        "_order",
+        "_p95_stats",
         "_p95s",
+        "_rate_median",
         "_rates",
         "frozen",
         "learned_until_ns",
@@ -69,9 +77,13 @@ class BaselineLearner:
         self.frozen = False
         self.version = 0  # counts the summaries ever added: what depends on them can tell
         self.size = 0  # the summaries held, at most `maxlen` (`len`)
-        # The summaries oldest first, to know which one leaves: (error ratio, latency quantile,
-        # rate) after one another, `_UNKNOWN` for a value not learned.
-        self._oldest_first = array("d")
+        # The summaries in the order they came, to know which one leaves: (error ratio, latency
+        # quantile, rate) after one another, `_UNKNOWN` for a value not learned. Once full, a
+        # ring: the newest takes the place of the oldest, at `_oldest` (moving the whole array
+        # down by one summary, on every bucket of every series, was the biggest block of memory
+        # a tick touched).
+        self._order = array("d")
+        self._oldest = 0
         # Sorted, in contiguous machine doubles: a tick inserts into thousands of these, and a
         # list's float objects are scattered in memory (reading them was most of the insert).
         self._errors = array("d")  # the summaries' error ratios that are known
@@ -80,6 +92,12 @@ class BaselineLearner:
         # `stats()` as last worked out; None until it is worked out again (read it first: a
         # tick reads it for every series, and most have not learned anything new since).
         self.summary: tuple[Robust | None, Robust | None, float | None] | None = None
+        # Its parts, each worked out again only when its sorted values changed (`_STALE`): a
+        # busy series learns a new rate with nearly every bucket, but its error ratio seldom
+        # changes (none failed) and an idle one learns no quantile.
+        self._error_stats: Robust | None = None
+        self._p95_stats: Robust | None = None
+        self._rate_median: float | None = None
 
     def __len__(self) -> int:
         """How many bucket summaries the baseline holds (`size`)."""
@@ -139,15 +157,18 @@ class BaselineLearner:
             error = p95 = _UNKNOWN
         # Where `insort` would put a value; `insort` itself calls an array's `insert` by name:
         # slower. Bisect, insert and slice deletes run in C, inline.
-        order = self._oldest_first
-        order.fromlist([error, p95, rate])  # `extend` from a tuple takes the iterator path
+        order = self._order
         if self.size < self.maxlen:
+            order.fromlist([error, p95, rate])  # `extend` from a tuple takes the iterator path
             self.size += 1
             old_error = old_p95 = _UNKNOWN
             old_rate: float | None = None  # none leaves
         else:
-            old_error, old_p95, old_rate = order[0], order[1], order[2]
-            del order[:3]
+            i = self._oldest
+            old_error, old_p95, old_rate = order[i], order[i + 1], order[i + 2]
+            order[i], order[i + 1], order[i + 2] = error, p95, rate
+            i += 3
+            self._oldest = 0 if i == len(order) else i
             # The sorted values change only where the summary that leaves differs from the one
             # that comes in: a steady series often repeats its rate (the same calls) and its error
             # ratio (none failed), and then neither they nor the statistics are touched.
@@ -158,32 +179,45 @@ class BaselineLearner:
             if old_rate is not None:
                 del rates[bisect_left(rates, old_rate)]
             rates.insert(bisect_right(rates, rate), rate)
+            self._rate_median = _STALE_RATE
         if error != old_error:
             errors = self._errors
             if old_error >= 0.0:
                 del errors[bisect_left(errors, old_error)]
             if error >= 0.0:
                 errors.insert(bisect_right(errors, error), error)
+            self._error_stats = _STALE
         if p95 != old_p95:
             p95s = self._p95s
             if old_p95 >= 0.0:
                 del p95s[bisect_left(p95s, old_p95)]
             if p95 >= 0.0:
                 p95s.insert(bisect_right(p95s, p95), p95)
+            self._p95_stats = _STALE
         self.summary = None
 
     def stats(self) -> tuple[Robust | None, Robust | None, float | None]:
         """Robust statistics of errors and latency, and the median rate (None: no data)."""
         stats = self.summary
         if stats is None:
-            errors, p95s, rates = self._errors, self._p95s, self._rates
-            # The median rate as `median_sigma` works it out, inline: once per series on a tick
-            # that moves the window (a call less).
-            n = len(rates)
-            mid = n // 2
-            stats = self.summary = (
-                median_sigma(errors) if errors else None,
-                median_sigma(p95s) if p95s else None,
-                (rates[mid] if n % 2 else (rates[mid - 1] + rates[mid]) / 2) if n else None,
-            )
+            # Only the parts whose values changed are worked out again (`offer` marks them).
+            error_stats = self._error_stats
+            if error_stats is _STALE:
+                errors = self._errors
+                error_stats = self._error_stats = median_sigma(errors) if errors else None
+            p95_stats = self._p95_stats
+            if p95_stats is _STALE:
+                p95s = self._p95s
+                p95_stats = self._p95_stats = median_sigma(p95s) if p95s else None
+            rate = self._rate_median
+            if rate == _STALE_RATE:
+                # As `median_sigma` works the median out, inline: a call less per series on a
+                # tick that moves the window.
+                rates = self._rates
+                n = len(rates)
+                mid = n // 2
+                rate = self._rate_median = (
+                    (rates[mid] if n % 2 else (rates[mid - 1] + rates[mid]) / 2) if n else None
+                )
+            stats = self.summary = (error_stats, p95_stats, rate)
         return stats

@@ -593,7 +593,7 @@ class Detector:
         edges: dict[tuple[str, str], EdgeHealth] = {}
         judge_series = self._judge_series
         for edge in graph.edges():
-            key = (edge.client, edge.server)
+            key = edge.key
             state = states.get(key)
             if state is None:
                 state = states[key] = _SeriesState(edge.red)

@@ -128,6 +128,12 @@ class EdgeState:
     exemplars: Exemplars = field(default_factory=Exemplars)
     unpaired: int = 0  # calls whose server half was never seen (only the caller reported)
     dropped: int = 0  # calls later than the allowed lateness, not counted in `red`
+    # (client, server), made once: the graph's key of this edge, and detection's (a tuple made
+    # for every edge on every tick was one more object for the garbage collector to visit).
+    key: tuple[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.key = (self.client, self.server)
 
 
 @dataclass(slots=True)
@@ -452,7 +458,7 @@ class ServiceGraph:
             ),
             exemplars=Exemplars(self.exemplar_capacity),
         )
-        self._edges[(client, server)] = edge
+        self._edges[edge.key] = edge
         self.graph.add_edge(client, server, state=edge)
         return edge
 

@@ -1017,6 +1017,16 @@ class RedSeries:
             )
         return b
 
+    def newest_calls(self) -> int:
+        """The calls of the newest bucket while it is open; -1 once sealed, or with no bucket.
+
+        Calls land in the newest bucket or a newer one unless they are late (`late_writes`), so
+        while the newest index, this and `late_writes` stay the same, no bucket took a call.
+        """
+        newest = self.newest_index
+        flat = None if newest is None else self._open.get(newest)
+        return -1 if flat is None else flat[_CALLS]
+
     def is_open(self, idx: int) -> bool:
         """Whether bucket `idx` is open: not sealed yet (it may hold no calls)."""
         return idx >= self.open_from

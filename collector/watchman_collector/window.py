@@ -125,6 +125,7 @@ class WindowReader:
         "late_writes",
         "later",
         "marked",
+        "newest_calls",
         "newest_read",
         "rate_per_s",
         "served",
@@ -150,6 +151,7 @@ class WindowReader:
         self.marked: RedSeries | None = None
         self.late_writes = 0
         self.newest_read = -1
+        self.newest_calls = -1  # the calls of that newest bucket then (`newest_calls`)
 
     def mark(self, series: RedSeries) -> None:
         """Note how far `series` had been written when the window was read from it."""
@@ -157,19 +159,27 @@ class WindowReader:
         self.late_writes = series.late_writes
         newest = series.newest_index
         self.newest_read = -1 if newest is None else newest
+        self.newest_calls = series.newest_calls()
 
     def untouched(self, series: RedSeries, first: int) -> bool:
         """Whether buckets `first` to `last` are still as read: none took a call since.
 
         Calls land in a series' newest bucket or a newer one, except late ones, which
-        `RedSeries.late_writes` counts. So when the newest bucket at the last read lay past the
-        window, and no late call came since, the window's buckets are unchanged: a test of two
-        numbers instead of a lookup per bucket. Only for open buckets (sealed ones age out).
+        `RedSeries.late_writes` counts. So when no late call came since the last read, and the
+        newest bucket then lay past the window, or is still the newest with the same calls (a
+        quiet series), the window's buckets are unchanged: a test of a few numbers instead of a
+        lookup per bucket. Only for open buckets (sealed ones age out).
         """
         return (
             series is self.marked
             and series.late_writes == self.late_writes
-            and self.newest_read > self.last
+            and (
+                self.newest_read > self.last
+                or (
+                    series.newest_index == self.newest_read
+                    and series.newest_calls() == self.newest_calls
+                )
+            )
             and series.is_open(first)
         )
 
@@ -240,7 +250,10 @@ class WindowReader:
         if (
             series is self.marked
             and late_writes == self.late_writes
-            and self.newest_read > self.last
+            and (
+                self.newest_read > self.last
+                or (newest == self.newest_read and series.newest_calls() == self.newest_calls)
+            )
             and first > series.open_from  # `is_open(first - 1)`, without a call
         ):
             # `untouched`: no call landed in the old window since it was read, so only the
@@ -285,7 +298,18 @@ class WindowReader:
         self.total_calls = in_window
         self.marked = series
         self.late_writes = late_writes
-        self.newest_read = -1 if newest is None else newest
+        if newest is None:
+            self.newest_read = self.newest_calls = -1
+        else:
+            self.newest_read = newest
+            # Read only for a quiet series (its newest bucket in the window or before it).
+            self.newest_calls = (
+                -1
+                if newest > first + n - 1
+                else calls_in
+                if newest == first + n - 1
+                else series.newest_calls()
+            )
         return leaving
 
     def kept_quantile(self, k: _Kept, q: float) -> float | None:

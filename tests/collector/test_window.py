@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_left
 
+import pytest
 from watchman_collector.stats import LATENCY_BUCKETS_S, RedSeries, quantile_of_counts
 from watchman_collector.window import WindowQuantile, WindowReader
 
@@ -128,9 +129,14 @@ def test_sliding_by_one_bucket_equals_reading_the_window() -> None:
         else:
             slid += 1
             # The slide noted the series as read, as `mark` would have.
+            # (The newest bucket's calls only matter, and are only read, when it lies in the
+            # window or before it.)
+            last = eval_ns // (10 * NS)
             noted = (reader.marked, reader.late_writes, reader.newest_read)
+            calls = reader.newest_calls if reader.newest_read <= last else None
             reader.mark(series)
             assert noted == (reader.marked, reader.late_writes, reader.newest_read)
+            assert calls == (reader.newest_calls if reader.newest_read <= last else None)
             assert reader.total_calls == reader.calls
             gone = series.buckets(leaving[0] + 1, 1e-9)[0]
             assert (leaving[0], leaving[1], leaving[2]) == (gone.start_ns, gone.calls, gone.failed)
@@ -141,6 +147,45 @@ def test_sliding_by_one_bucket_equals_reading_the_window() -> None:
         assert_as_fresh(reader, series, eval_ns)
     assert slid >= 20  # the steady state was taken, not only full reads
     assert 15 <= untouched < slid  # with and without late calls since the last read
+
+
+def test_a_quiet_series_is_untouched_until_a_call_lands_in_its_newest_bucket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A series gone quiet has its newest bucket in the window: while that bucket keeps its
+    calls (and none came late) the window is known unchanged; a call into it, which is not
+    late, is seen, and the window read afresh."""
+    series, reader, _ = filled(5, 40)  # calls until 40 s: the newest bucket is 30-40 s
+    eval_ns = T0 + 45 * NS
+    first = (eval_ns - 30 * NS) // (10 * NS)
+    reader.read(series.buckets(eval_ns, 30.0), eval_ns, series.bucket_s)
+    reader.mark(series)
+    reader.first, reader.last = first, eval_ns // (10 * NS)
+    assert reader.newest_read <= reader.last  # not the busy series' test: the newest's calls
+    assert reader.untouched(series, first)
+    series.add(T0 + 35 * NS, True, 0.2, 0.2, T0 + 46 * NS, 120.0)
+    assert series.late_writes == reader.late_writes  # into the newest bucket: not late
+    assert not reader.untouched(series, first)
+    # Moved on a bucket, as detection does: the slide sees the staying bucket changed.
+    eval_ns += 10 * NS
+    first += 1
+    assert reader.slide(series, first, eval_ns, series.bucket_s) is None
+    reader.read(series.buckets(eval_ns, 30.0), eval_ns, series.bucket_s)
+    reader.mark(series)
+    reader.first, reader.last = first, eval_ns // (10 * NS)
+    assert_as_fresh(reader, series, eval_ns)
+    assert reader.untouched(series, first)  # quiet again
+    # A bucket later the slide takes the quiet window without looking its buckets up again.
+    eval_ns += 10 * NS
+    first += 1
+
+    def looked_up(*_: object) -> None:
+        raise AssertionError("the staying buckets were looked up again")
+
+    monkeypatch.setattr(RedSeries, "open_calls", looked_up)
+    assert reader.slide(series, first, eval_ns, series.bucket_s) is not None
+    reader.first, reader.last = first, eval_ns // (10 * NS)
+    assert_as_fresh(reader, series, eval_ns)
 
 
 def test_slide_refuses_when_a_staying_bucket_changed() -> None:
