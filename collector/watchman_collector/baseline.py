@@ -155,8 +155,6 @@ class BaselineLearner:
                 p95 = _UNKNOWN
         else:
             error = p95 = _UNKNOWN
-        # Where `insort` would put a value; `insort` itself calls an array's `insert` by name:
-        # slower. Bisect, insert and slice deletes run in C, inline.
         order = self._order
         if self.size < self.maxlen:
             order.fromlist([error, p95, rate])  # `extend` from a tuple takes the iterator path
@@ -174,6 +172,8 @@ class BaselineLearner:
             # ratio (none failed), and then neither they nor the statistics are touched.
             if rate == old_rate and error == old_error and p95 == old_p95:
                 return
+        # Inserted where `insort` would put a value (`insort` itself calls an array's `insert` by
+        # name: slower); bisect, insert and index deletes run in C, inline.
         if rate != old_rate:
             rates = self._rates
             if old_rate is not None:

@@ -164,8 +164,7 @@ def make_api_app(
                 "window_s": window_s,
                 "nodes": [_node(n, now_ns, window_s) for n in sorted(graph.nodes(), key=_by_name)],
                 "edges": [
-                    _edge(e, now_ns, window_s)
-                    for e in sorted(graph.edges(), key=lambda e: (e.client, e.server))
+                    _edge(e, now_ns, window_s) for e in sorted(graph.edges(), key=lambda e: e.key)
                 ],
             }
         )

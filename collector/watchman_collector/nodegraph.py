@@ -96,7 +96,7 @@ def node_frames(graph: ServiceGraph, now_ns: int, window_s: float) -> list[dict[
 
 def edge_frames(graph: ServiceGraph, now_ns: int, window_s: float) -> list[dict[str, Any]]:
     """One row per edge `client->server`: avg latency (ms) and requests/s over the window."""
-    edges = sorted(graph.edges(), key=lambda e: (e.client, e.server))
+    edges = sorted(graph.edges(), key=lambda e: e.key)
     return [_edge_frame(e, now_ns, window_s) for e in edges]
 
 

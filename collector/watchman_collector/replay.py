@@ -298,7 +298,7 @@ def summarize(replayer: Replayer) -> dict[str, Any]:
             }
         )
     edges = []
-    for edge in sorted(graph.edges(), key=lambda e: (e.client, e.server)):
+    for edge in sorted(graph.edges(), key=lambda e: e.key):
         red = edge.red
         latency = red.total_server if red.total_server.count else red.total_client
         edges.append(
