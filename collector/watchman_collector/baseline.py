@@ -63,6 +63,7 @@ class BaselineLearner:
         "_p95s",
         "_rate_median",
         "_rates",
+        "_undo",
         "frozen",
         "learned_until_ns",
         "maxlen",
@@ -98,6 +99,9 @@ class BaselineLearner:
         self._error_stats: Robust | None = None
         self._p95_stats: Robust | None = None
         self._rate_median: float | None = None
+        # How to take back the offer after a `checkpoint` (`undo`): the learned-until time, version,
+        # size and ring position before it, and the summary it replaced (None while filling).
+        self._undo: tuple[int, int, int, int, array[float] | None] | None = None
 
     def __len__(self) -> int:
         """How many bucket summaries the baseline holds (`size`)."""
@@ -172,25 +176,86 @@ class BaselineLearner:
             # ratio (none failed), and then neither they nor the statistics are touched.
             if rate == old_rate and error == old_error and p95 == old_p95:
                 return
+        self._exchange(old_error, old_p95, old_rate, error, p95, rate)
+
+    def checkpoint(self) -> None:
+        """Remember the learner as it is, for `undo` to take back the next `offer`.
+
+        Detection learns the bucket that will leave the window at the next tick at the end of
+        the tick before, once that tick's verdicts are made, so that the tick the window moves
+        on has less to do; if the bucket is not the one that leaves after all (the next tick
+        came at another time, or a late call changed it), `undo` puts the baseline back as it
+        was, and the bucket is learned as usual.
+        """
+        size = self.size
+        i = self._oldest
+        self._undo = (
+            self.learned_until_ns,
+            self.version,
+            size,
+            i,
+            None if size < self.maxlen else self._order[i : i + 3],
+        )
+
+    def undo(self) -> None:
+        """Take back the `offer` after the last `checkpoint`: the learner is as it was then."""
+        undo = self._undo
+        assert undo is not None, "undo without a checkpoint"
+        self._undo = None
+        self.learned_until_ns, version, size, i, old = undo
+        if self.version == version:
+            return  # frozen: nothing was learned
+        self.version = version
+        order = self._order
+        if old is None:  # filling: the summary was appended
+            error, p95, rate = order[-3:]
+            del order[-3:]
+            self.size = size
+            old_error = old_p95 = _UNKNOWN
+            old_rate: float | None = None
+        else:
+            error, p95, rate = order[i : i + 3]
+            old_error, old_p95, old_rate = old
+            order[i : i + 3] = old
+            self._oldest = i
+            if rate == old_rate and error == old_error and p95 == old_p95:
+                return  # `offer` left the sorted values as they were
+        self._exchange(error, p95, rate, old_error, old_p95, old_rate)  # the reverse of `offer`'s
+
+    def _exchange(  # noqa: PLR0917  # once per series per learned bucket: positional
+        self,
+        out_error: float,
+        out_p95: float,
+        out_rate: float | None,
+        error: float,
+        p95: float,
+        rate: float | None,
+    ) -> None:
+        """Take one summary's values out of the sorted values and put another's in.
+
+        Only where the two differ; `_UNKNOWN` (or a None rate) is no value to take out or put
+        in. The statistics whose values change are marked stale (`stats`).
+        """
         # Inserted where `insort` would put a value (`insort` itself calls an array's `insert` by
         # name: slower); bisect, insert and index deletes run in C, inline.
-        if rate != old_rate:
+        if rate != out_rate:
             rates = self._rates
-            if old_rate is not None:
-                del rates[bisect_left(rates, old_rate)]
-            rates.insert(bisect_right(rates, rate), rate)
+            if out_rate is not None:
+                del rates[bisect_left(rates, out_rate)]
+            if rate is not None:
+                rates.insert(bisect_right(rates, rate), rate)
             self._rate_median = _STALE_RATE
-        if error != old_error:
+        if error != out_error:
             errors = self._errors
-            if old_error >= 0.0:
-                del errors[bisect_left(errors, old_error)]
+            if out_error >= 0.0:
+                del errors[bisect_left(errors, out_error)]
             if error >= 0.0:
                 errors.insert(bisect_right(errors, error), error)
             self._error_stats = _STALE
-        if p95 != old_p95:
+        if p95 != out_p95:
             p95s = self._p95s
-            if old_p95 >= 0.0:
-                del p95s[bisect_left(p95s, old_p95)]
+            if out_p95 >= 0.0:
+                del p95s[bisect_left(p95s, out_p95)]
             if p95 >= 0.0:
                 p95s.insert(bisect_right(p95s, p95), p95)
             self._p95_stats = _STALE

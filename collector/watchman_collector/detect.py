@@ -28,7 +28,7 @@ from watchman_collector.graph import InstanceState, NodeState, ServiceGraph
 from watchman_collector.records import NodeKind
 from watchman_collector.rules import RuleSet, Thresholds, default_rules
 from watchman_collector.stats import Bucket, RedSeries
-from watchman_collector.window import WindowQuantile, WindowReader
+from watchman_collector.window import Kept, WindowQuantile, WindowReader
 
 __all__ = [
     "DetectPolicy",
@@ -45,6 +45,12 @@ __all__ = [
 _NS = 1_000_000_000
 # A baseline's statistics before it has learned enough (`BaselineLearner.stats`).
 _NO_STATS: tuple[Robust | None, Robust | None, float | None] = (None, None, None)
+_NO_BOUNDS: tuple[int, int, int, tuple[int, int, int, int, bool]] = (
+    -1,
+    -1,
+    -1,
+    (0, 0, 0, 0, False),
+)
 
 
 class Health(IntEnum):
@@ -244,6 +250,7 @@ class _SeriesState(WindowReader):
     """
 
     __slots__ = (
+        "ahead",
         "base_err",
         "base_p95",
         "baseline",
@@ -265,6 +272,9 @@ class _SeriesState(WindowReader):
         self.base_p95: float | None = None
         self.result: EdgeHealth | None = None  # an edge's last verdict
         self.settings: _Settings | None = None  # its service's, while the rules are the same
+        # The window's first bucket as kept, learned by the baseline ahead of the tick at which
+        # it leaves the window (`BaselineLearner.checkpoint`, then `offer`); None when none was.
+        self.ahead: Kept | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,16 +288,28 @@ class _Settings:
 
 
 class Detector:
-    """Judges a `ServiceGraph` at each tick; keeps the baselines between ticks."""
+    """Judges a `ServiceGraph` at each tick; keeps the baselines between ticks.
 
-    def __init__(self, rules: RuleSet | None = None) -> None:
+    `learn_ahead`: when ticks come at a steady interval, learn the bucket that leaves each
+    window at the end of the tick before the one at which it leaves (the same verdicts, the
+    work of a bucket split over its ticks); False learns each bucket as it leaves.
+    """
+
+    def __init__(self, rules: RuleSet | None = None, *, learn_ahead: bool = True) -> None:
         self.policy = PolicyBook(rules)
         self._nodes: dict[str, _SeriesState] = {}
         self._edges: dict[tuple[str, str], _SeriesState] = {}
         self._tick = 0
         # The last window's bounds (`_judge_series`): eval_ns, window_ns, bucket_ns, and its
-        # first bucket, that bucket's start, its last bucket and the start of the one before.
-        self._bounds: tuple[int, int, int, tuple[int, int, int, int]] = (-1, -1, -1, (0, 0, 0, 0))
+        # first bucket, that bucket's start, its last bucket, the start of the one before, and
+        # whether the next tick is expected to move the window on by one bucket.
+        self._bounds: tuple[int, int, int, tuple[int, int, int, int, bool]] = _NO_BOUNDS
+        # Learn the bucket that leaves the window at the next tick at the end of this one, when
+        # the next tick is expected to move the window on (ticks come at a steady interval):
+        # the tick that moves the window then only slides it. Verdicts are the same either way.
+        self.learn_ahead = learn_ahead
+        self._last_now: int | None = None
+        self._interval = 0  # between the last two ticks: when the next one is expected
         # Settings per service, valid while `policy` and its rules are the same objects.
         self._settings: dict[str, _Settings] = {}
         self._settings_of: tuple[PolicyBook, RuleSet] | None = None
@@ -295,6 +317,11 @@ class Detector:
     def evaluate(self, graph: ServiceGraph, now_ns: int) -> Detection:
         """Judge every node and edge as of event time `now_ns`."""
         self._tick = tick = self._tick + 1
+        last_now = self._last_now
+        ahead = self.learn_ahead and last_now is not None and now_ns > last_now
+        self._interval = now_ns - last_now if ahead and last_now is not None else 0
+        self._last_now = now_ns
+        self._bounds = _NO_BOUNDS  # its expectation of the next tick is this tick's
         book = self.policy
         cached = self._settings_of
         if cached is None or cached[0] is not book or cached[1] is not book.rules:
@@ -355,43 +382,65 @@ class Detector:
         window_ns = settings.window_ns
         if bounds[0] != eval_ns or bounds[1] != window_ns or bounds[2] != bucket_ns:
             first = (eval_ns - window_ns) // bucket_ns
+            last = eval_ns // bucket_ns
+            # The next tick, if it comes after the same interval as this one, moves the window
+            # on by one bucket at both ends.
+            next_ns = eval_ns + self._interval
             bounds = self._bounds = (
                 eval_ns,
                 window_ns,
                 bucket_ns,
-                (first, first * bucket_ns, eval_ns // bucket_ns, (first - 1) * bucket_ns),
+                (
+                    first,
+                    first * bucket_ns,
+                    last,
+                    (first - 1) * bucket_ns,
+                    next_ns > eval_ns
+                    and (next_ns - window_ns) // bucket_ns == first + 1
+                    and next_ns // bucket_ns == last + 1,
+                ),
             )
-        first, closed_until, last, closed_before = bounds[3]
+        first, closed_until, last, closed_before, moves_next = bounds[3]
         leaving = None
+        ahead = state.ahead
         if (
             first == state.first + 1
             and last == state.last + 1
-            and baseline.learned_until_ns == closed_before
+            and baseline.learned_until_ns == (closed_before if ahead is None else closed_until)
             and bucket_ns <= settings.baseline_ns
         ):
             # The steady state: the window moved on by one bucket, and the bucket that left it
             # is the one the baseline learns next (it had learned up to the one before, and
-            # learns no further back than `baseline_ns`). Read from the open buckets, without
-            # making `Bucket`s, when the buckets that stay are as they were.
+            # learns no further back than `baseline_ns`), or learned ahead at the last tick.
+            # Read from the open buckets, without making `Bucket`s, when the buckets that stay
+            # are as they were.
             leaving = state.slide(series, first, eval_ns, bucket_s)
+        if ahead is not None:
+            state.ahead = None
+            if leaving is not ahead:
+                # Not the bucket learned ahead, as it was (another tick, a late call): the
+                # baseline is put back, and learns what did leave as usual.
+                baseline.undo()
         if leaving is not None:
             # `slide` has moved the window on and noted the series as read (`mark`).
-            baseline.offer(
-                closed_until,
-                leaving[1],
-                leaving[2],
-                bucket_s,
-                policy.min_calls,
-                state.kept_quantile,
-                leaving,
-                policy.latency_quantile,
-            )
+            if leaving is not ahead:
+                baseline.offer(
+                    closed_until,
+                    leaving[1],
+                    leaving[2],
+                    bucket_s,
+                    policy.min_calls,
+                    state.kept_quantile,
+                    leaving,
+                    policy.latency_quantile,
+                )
             same = False
         else:
-            learn_from = closed_until - settings.baseline_ns
-            if baseline.learned_until_ns > learn_from:  # noqa: PLR1730  # no max() call
-                learn_from = baseline.learned_until_ns
-            if closed_until > learn_from:
+            if baseline.learned_until_ns < closed_until and settings.baseline_ns > 0:
+                # The baseline has buckets to learn, from `baseline_ns` before the window at most.
+                learn_from = closed_until - settings.baseline_ns
+                if baseline.learned_until_ns > learn_from:  # noqa: PLR1730  # no max() call
+                    learn_from = baseline.learned_until_ns
                 span_s = (closed_until - learn_from) / _NS
                 # Read with the window in one call, from the first bucket `buckets(closed_until
                 # - 1, span_s)` selects, when the range keeps one bucket width (no rolled-up
@@ -412,25 +461,29 @@ class Detector:
                     policy.latency_quantile,
                     quantile_of=state.bucket_quantile,
                 )
+            # A series whose window took no call since the last tick, read over the same
+            # buckets, has the same window: an idle series costs a few counter reads, not a
+            # window read (`stay` moves its rate on and notes the series as read).
             elif (
-                # A series whose window took no call since the last tick, read over the same
-                # buckets, has the same window: an idle series costs a few counter reads, not a
-                # window read.
                 first == state.first
                 and last == state.last
-                and (
-                    state.untouched(series, first)
-                    or series.calls_in(eval_ns, policy.window_s) == state.total_calls
-                )
+                and state.stay(series, first, eval_ns, bucket_s)
+            ):
+                window = None
+            elif (
+                first == state.first
+                and last == state.last
+                and series.calls_in(eval_ns, policy.window_s) == state.total_calls
             ):
                 state.move_to(eval_ns, bucket_s)
+                state.mark(series)
                 window = None
             else:
                 window = series.buckets(eval_ns, policy.window_s)
-            state.mark(series)  # every path above has read the window from the series as it is
             if window is None:
                 same = baseline.version == state.version
             else:
+                state.mark(series)  # the window was read from the series as it is now
                 same = state.read(window, eval_ns, bucket_s) and baseline.version == state.version
                 state.total_calls = state.calls
         state.first, state.last = first, last
@@ -468,6 +521,32 @@ class Detector:
             state.judged = judged
         # Only a learned baseline freezes: one frozen at start-up would never learn at all.
         baseline.frozen = learned and bool(judged)
+        if moves_next and baseline.learned_until_ns == closed_until:
+            # The verdicts are made: the baseline learns now the bucket that leaves the window
+            # at the next tick, as that tick would (`checkpoint`, then `offer`: the next tick
+            # takes it back if another bucket leaves after all), and works its statistics out.
+            kept = state.kept
+            if (
+                kept
+                and kept[0][0] == closed_until
+                and state.bounds  # else the next tick reads the window instead of sliding it
+                and bucket_ns <= settings.baseline_ns
+            ):
+                ahead = kept[0]
+                baseline.checkpoint()
+                baseline.offer(
+                    closed_until + bucket_ns,
+                    ahead[1],
+                    ahead[2],
+                    bucket_s,
+                    policy.min_calls,
+                    state.kept_quantile,
+                    ahead,
+                    policy.latency_quantile,
+                )
+                state.ahead = ahead
+                if baseline.summary is None and baseline.size >= policy.min_baseline_buckets:
+                    baseline.stats()
         # The rate moves with the clock: judged on every tick, past a test that keeps a margin
         # for rounding (`_judge_traffic` decides).
         if (

@@ -125,3 +125,63 @@ def test_quantile_hook_answers_for_the_bucket() -> None:
     p95 = learner.stats()[1]
     assert p95 is not None
     assert p95[0] == 0.5
+
+
+def learner_state(learner: BaselineLearner) -> tuple[object, ...]:
+    """Everything a learner's later answers depend on, as values."""
+    return (
+        learner.learned_until_ns,
+        learner.version,
+        learner.size,
+        learner.stats(),
+        list(learner._order),
+        learner._oldest,
+        list(learner._errors),
+        list(learner._p95s),
+        list(learner._rates),
+    )
+
+
+def test_a_bucket_learned_ahead_is_taken_back_exactly() -> None:
+    """`undo` puts the learner back as it was at its last `checkpoint`, while it fills, once it is
+    full, frozen, and when the bucket repeats the summary it replaces; a learner that took
+    buckets back and learned others gives the numbers of one that never learned them."""
+    rng = random.Random(9)
+    learner, twin = BaselineLearner(maxlen=12), BaselineLearner(maxlen=12)
+    p95s = [0.01, 0.02, 0.05, None]
+    cases = {"filling": 0, "full": 0, "frozen": 0, "repeated": 0}
+    end = T0
+    for step in range(400):
+        end += 10 * NS
+        calls, failed = rng.choice([0, 2, 5, 20]), rng.choice([0, 0, 1, 3])
+        failed = min(failed, calls)
+        p95 = rng.choice(p95s)
+        frozen = rng.random() < 0.1
+        learner.frozen = twin.frozen = frozen
+        before = learner_state(learner)
+        if rng.random() < 0.5:  # learned ahead, then taken back
+            size = learner.size
+            repeat = rng.random() < 0.3 and learner.size == learner.maxlen
+            if repeat:  # the summary that the bucket would replace, repeated
+                i = learner._oldest
+                error, old_p95, rate = learner._order[i : i + 3]
+                calls = round(rate * 10.0)
+                failed = round(error * calls) if error >= 0 else 0
+                p95 = None if old_p95 < 0 else old_p95
+            learner.checkpoint()
+            learner.offer(end, calls, failed, 10.0, 6, lambda _, __, p=p95: p, None, 0.95)
+            changed = learner_state(learner) != before
+            learner.undo()
+            assert learner_state(learner) == before, step
+            assert changed or frozen or repeat  # it had learned the bucket
+            if frozen:
+                cases["frozen"] += 1
+            elif repeat:
+                cases["repeated"] += 1
+            else:
+                cases["filling" if size < learner.maxlen else "full"] += 1
+        else:  # learned as it leaves, by both
+            for each in (learner, twin):
+                each.offer(end, calls, failed, 10.0, 6, lambda _, __, p=p95: p, None, 0.95)
+            assert learner_state(learner) == learner_state(twin), step
+    assert min(cases.values()) > 3, cases

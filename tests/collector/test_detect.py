@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import random
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
+import pytest
+from watchman_collector.baseline import BaselineLearner
 from watchman_collector.detect import Detection, Detector, Health, PolicyBook, Signals
 from watchman_collector.graph import ServiceGraph
 from watchman_collector.records import Call, ConnectionType
@@ -24,6 +30,26 @@ def run_and_judge(shop: Shop, detector: Detector, seconds: int, tick_s: int = 5)
     shop.run(seconds, every_second=tick)
     last = detector.evaluate(shop.graph, shop.now_ns)
     return last
+
+
+def through_faults(
+    shop: Shop,
+    tick: Callable[[int], None],
+    seconds: tuple[int, int, int],
+    crash: str | None = None,
+) -> None:
+    """Healthy traffic, then errors at payments and a slow catalog, then both healed (and `crash`
+    down): `seconds` of each, `tick` called every second."""
+    healthy_s, fault_s, after_s = seconds
+    shop.run(healthy_s, every_second=tick)
+    shop.services["payments"].error_ratio = 0.4
+    shop.services["catalog"].latency_s = 0.4
+    shop.run(fault_s, every_second=tick)
+    shop.services["payments"].error_ratio = 0.0
+    shop.services["catalog"].latency_s = 0.02
+    if crash is not None:
+        shop.services[crash].down = True
+    shop.run(after_s, every_second=tick)
 
 
 def test_healthy_traffic_has_no_unhealthy_node() -> None:
@@ -187,14 +213,7 @@ def test_kept_window_numbers_equal_a_fresh_read_on_every_tick() -> None:
                 mismatches.append(s)
             unhealthy += len(detection.unhealthy())
 
-    shop.run(200, every_second=tick)
-    shop.services["payments"].error_ratio = 0.4
-    shop.services["catalog"].latency_s = 0.4
-    shop.run(60, every_second=tick)
-    shop.services["payments"].error_ratio = 0.0
-    shop.services["catalog"].latency_s = 0.02
-    shop.services["recommend"].down = True
-    shop.run(60, every_second=tick)
+    through_faults(shop, tick, (200, 60, 60), crash="recommend")
     assert mismatches == []
     assert unhealthy > 0  # the faults were judged, not only healthy windows
     # A verdict's quantile, read after the windows moved on, is that of its own tick.
@@ -359,3 +378,64 @@ def test_calls_nobody_answers_are_judged_on_the_recent_half_even_past_the_window
     assert b.calls == 2  # the window itself holds two failed calls
     assert b.has(Signals.UNREACHABLE)
     assert b.health is Health.DOWN
+
+
+def test_learning_ahead_gives_the_verdicts_of_learning_as_the_bucket_leaves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At the end of a tick the baseline learns the bucket that leaves the window at the next
+    one; when the next tick comes at another time, or a late call changes that bucket, the
+    learning is taken back. Tick by tick, through faults, irregular ticks and late calls, the
+    verdicts equal those of a detector that learns each bucket as it leaves."""
+    ran: Counter[str] = Counter()
+    for name in ("checkpoint", "undo"):
+        method = getattr(BaselineLearner, name)
+
+        def counted(self: BaselineLearner, *args: Any, _m: Any = method, _n: str = name) -> Any:
+            ran[_n] += 1
+            return _m(self, *args)
+
+        monkeypatch.setattr(BaselineLearner, name, counted)
+    shop = Shop(seed=11)
+    ahead, plain = Detector(), Detector(learn_ahead=False)
+    rng = random.Random(4)
+    differing: list[int] = []
+    unhealthy = 0
+    next_tick = 5
+    late = 0
+
+    def tick(_: int) -> None:
+        nonlocal next_tick, unhealthy, late
+        s = (shop.now_ns - T0) // NS  # seconds since the start, over the three runs
+        if s < next_tick:
+            return
+        one, two = ahead.evaluate(shop.graph, shop.now_ns), plain.evaluate(shop.graph, shop.now_ns)
+        if one != two:
+            differing.append(s)
+        unhealthy += len(one.unhealthy())
+        # Mostly every 5 s, as the analyzer ticks; sometimes sooner or later than expected.
+        next_tick = s + rng.choice([5, 5, 5, 5, 3, 7, 12])
+        if rng.random() < 0.25:
+            # A late call into the window's first bucket (judged to 10 s before now).
+            late += 1
+            shop.graph.add_calls(
+                [
+                    Call(
+                        "gateway",
+                        "orders",
+                        ConnectionType.DIRECT,
+                        shop.now_ns - 38 * NS,
+                        0.9,
+                        0.8,
+                        True,
+                        bytes(16),
+                    )
+                ]
+            )
+
+    through_faults(shop, tick, (700, 90, 120))
+    assert differing == []
+    assert unhealthy > 0  # faults were judged, not only healthy windows
+    assert late > 10
+    assert ran["checkpoint"] > 1000  # learned ahead, and taken back where it had to be
+    assert ran["undo"] > 20

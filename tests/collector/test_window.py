@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from bisect import bisect_left
 
@@ -110,7 +111,7 @@ def test_bucket_quantile_uses_the_kept_histogram() -> None:
 def test_sliding_by_one_bucket_equals_reading_the_window() -> None:
     """The steady-state slide, from open buckets, leaves the numbers a full read gives, and
     hands back the bucket that left as it is now (late calls into it included). Without a late
-    call since the last read the buckets that stay are not looked up again (`untouched`)."""
+    call since the last read the buckets that stay are not looked up again (`stay`)."""
     series, reader, rng = filled(9, 60)
     slid = untouched = 0
     for step in range(30):
@@ -121,7 +122,8 @@ def test_sliding_by_one_bucket_equals_reading_the_window() -> None:
         # Judged to 15 s ago: the newest bucket lies past the window, as it does live.
         eval_ns = T0 + (now_s - 15) * NS
         first = (eval_ns - 30 * NS) // (10 * NS)
-        untouched += reader.untouched(series, first - 1)
+        # On a copy: `stay` moves the rate on and notes the read when the buckets are unchanged.
+        untouched += copy.copy(reader).stay(series, first - 1, eval_ns, series.bucket_s)
         leaving = reader.slide(series, first, eval_ns, series.bucket_s) if reader.kept else None
         if leaving is None:
             reader.read(series.buckets(eval_ns, 30.0), eval_ns, series.bucket_s)
@@ -162,10 +164,11 @@ def test_a_quiet_series_is_untouched_until_a_call_lands_in_its_newest_bucket(
     reader.mark(series)
     reader.first, reader.last = first, eval_ns // (10 * NS)
     assert reader.newest_read <= reader.last  # not the busy series' test: the newest's calls
-    assert reader.untouched(series, first)
+    assert reader.stay(series, first, eval_ns, series.bucket_s)
+    assert_as_fresh(reader, series, eval_ns)
     series.add(T0 + 35 * NS, True, 0.2, 0.2, T0 + 46 * NS, 120.0)
     assert series.late_writes == reader.late_writes  # into the newest bucket: not late
-    assert not reader.untouched(series, first)
+    assert not reader.stay(series, first, eval_ns, series.bucket_s)
     # Moved on a bucket, as detection does: the slide sees the staying bucket changed.
     eval_ns += 10 * NS
     first += 1
@@ -174,7 +177,7 @@ def test_a_quiet_series_is_untouched_until_a_call_lands_in_its_newest_bucket(
     reader.mark(series)
     reader.first, reader.last = first, eval_ns // (10 * NS)
     assert_as_fresh(reader, series, eval_ns)
-    assert reader.untouched(series, first)  # quiet again
+    assert reader.stay(series, first, eval_ns, series.bucket_s)  # quiet again
     # A bucket later the slide takes the quiet window without looking its buckets up again.
     eval_ns += 10 * NS
     first += 1
