@@ -214,10 +214,20 @@ def examples_package() -> tuple[str, str | None]:
     )
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def _free_ports(hosts: Sequence[str]) -> list[int]:
+    """A free port on each of `hosts`, all different: each is held until all are picked.
+
+    Picked one at a time, a port released before its process listened on it could be handed out
+    again for the next one (the analyzer imports for a second before it binds).
+    """
+    with contextlib.ExitStack() as held:
+        ports: list[int] = []
+        for host in hosts:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = held.enter_context(socket.socket(family, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 class ChildProcess:
@@ -505,8 +515,11 @@ class DemoRunner:
         opts = self.options
         self._logdir = logdir = Path(tempfile.mkdtemp(prefix="watchman-demo-"))
         host, api_port = parse_address(opts.api)
-        api_port = api_port or _free_port(host)
-        otlp_port = _free_port()
+        # The OTLP port and the services' ports, and the API's unless it was given.
+        ports = _free_ports(["127.0.0.1"] * (1 + len(SERVICES)) + ([] if api_port else [host]))
+        otlp_port = ports[0]
+        self.ports = dict(zip(SERVICES, ports[1 : 1 + len(SERVICES)], strict=True))
+        api_port = api_port or ports[-1]
         self.api_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{api_port}"
         env = dict(os.environ)
         rules = opts.rules
@@ -535,7 +548,6 @@ class DemoRunner:
         self.analyzer = analyzer
         self.say(f"starting the analyzer (pid {analyzer.start()}), API {self.api_url}")
         prefix, cwd = examples_package()
-        self.ports = {name: _free_port() for name in SERVICES}
         service_env = dict(env)
         service_env.update(_TELEMETRY_ENV)
         service_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import itertools
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -303,3 +305,45 @@ def test_observer_and_summary_name_the_root_cause_from_alerts():
     assert "root cause: payments (first named 2s after the injection, in 2 polls)" in summary
     assert "recovered: ServiceDown on store recovered after 2m10s" in summary
     assert "not healed" in summary
+
+
+class ReusingKernel:
+    """Sockets that bind to the lowest port not bound at the moment: a kernel may hand out a
+    port again as soon as it is released."""
+
+    def __init__(self) -> None:
+        self.bound: set[int] = set()
+
+    def socket(self, *_: object) -> ReusingKernel.Socket:
+        return ReusingKernel.Socket(self)
+
+    class Socket:
+        def __init__(self, kernel: ReusingKernel) -> None:
+            self.kernel, self.port = kernel, 0
+
+        def __enter__(self) -> ReusingKernel.Socket:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            self.kernel.bound.discard(self.port)
+
+        def bind(self, _: object) -> None:
+            self.port = next(p for p in itertools.count(40000) if p not in self.kernel.bound)
+            self.kernel.bound.add(self.port)
+
+        def getsockname(self) -> tuple[str, int]:
+            return "127.0.0.1", self.port
+
+
+def test_the_demo_picks_all_its_ports_apart(monkeypatch):
+    """The analyzer's, the services' and the API's ports are all different even where a released
+    port is handed out again at once: they are held together while picked (the analyzer binds
+    a second after its port was picked, while the services' ports are being picked)."""
+    hosts = ["127.0.0.1"] * (1 + len(demo.SERVICES)) + ["0.0.0.0"]
+    real = demo._free_ports(hosts)
+    assert len(set(real)) == len(hosts)
+    for port in real[:-1]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))  # free once picked
+    monkeypatch.setattr(socket, "socket", ReusingKernel().socket)
+    assert demo._free_ports(hosts) == list(range(40000, 40000 + len(hosts)))
