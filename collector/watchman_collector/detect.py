@@ -318,8 +318,8 @@ class Detector:
         """Judge every node and edge as of event time `now_ns`."""
         self._tick = tick = self._tick + 1
         last_now = self._last_now
-        ahead = self.learn_ahead and last_now is not None and now_ns > last_now
-        self._interval = now_ns - last_now if ahead and last_now is not None else 0
+        # Not positive (none expected): `_judge_series` expects no move.
+        self._interval = now_ns - last_now if self.learn_ahead and last_now is not None else 0
         self._last_now = now_ns
         self._bounds = _NO_BOUNDS  # its expectation of the next tick is this tick's
         book = self.policy
@@ -436,6 +436,7 @@ class Detector:
                 )
             same = False
         else:
+            unmoved = first == state.first and last == state.last
             if baseline.learned_until_ns < closed_until and settings.baseline_ns > 0:
                 # The baseline has buckets to learn, from `baseline_ns` before the window at most.
                 learn_from = closed_until - settings.baseline_ns
@@ -464,17 +465,9 @@ class Detector:
             # A series whose window took no call since the last tick, read over the same
             # buckets, has the same window: an idle series costs a few counter reads, not a
             # window read (`stay` moves its rate on and notes the series as read).
-            elif (
-                first == state.first
-                and last == state.last
-                and state.stay(series, first, eval_ns, bucket_s)
-            ):
+            elif unmoved and state.stay(series, first, eval_ns, bucket_s):
                 window = None
-            elif (
-                first == state.first
-                and last == state.last
-                and series.calls_in(eval_ns, policy.window_s) == state.total_calls
-            ):
+            elif unmoved and series.calls_in(eval_ns, policy.window_s) == state.total_calls:
                 state.move_to(eval_ns, bucket_s)
                 state.mark(series)
                 window = None
@@ -532,19 +525,19 @@ class Detector:
                 and state.bounds  # else the next tick reads the window instead of sliding it
                 and bucket_ns <= settings.baseline_ns
             ):
-                ahead = kept[0]
+                leaves_next = kept[0]
                 baseline.checkpoint()
                 baseline.offer(
                     closed_until + bucket_ns,
-                    ahead[1],
-                    ahead[2],
+                    leaves_next[1],
+                    leaves_next[2],
                     bucket_s,
                     policy.min_calls,
                     state.kept_quantile,
-                    ahead,
+                    leaves_next,
                     policy.latency_quantile,
                 )
-                state.ahead = ahead
+                state.ahead = leaves_next
                 if baseline.summary is None and baseline.size >= policy.min_baseline_buckets:
                     baseline.stats()
         # The rate moves with the clock: judged on every tick, past a test that keeps a margin

@@ -29,8 +29,7 @@ _BINS = itemgetter(4)  # a kept bucket's latency bins
 # A window bucket as last read: start, calls, failed calls, calls whose server half was seen,
 # its latency bins (None: no latency) and how many calls they hold, and the latency histogram
 # itself only for a histogram without finite bounds (whose quantile is its highest value).
-_Kept = tuple[int, int, int, int, tuple[int, ...] | None, int, Histogram | None]
-Kept = _Kept
+Kept = tuple[int, int, int, int, tuple[int, ...] | None, int, Histogram | None]
 """A window bucket as last read (`WindowReader.kept`)."""
 _EMPTY: tuple[tuple[int, ...] | None, int, Histogram | None] = (None, 0, None)
 
@@ -44,7 +43,7 @@ def _summed(parts: Sequence[Sequence[int] | None], size: int) -> list[int]:
     return [0] * size if counts is None else counts
 
 
-def _keep(bucket: Bucket) -> _Kept:
+def _keep(bucket: Bucket) -> Kept:
     # The bins are read from the bucket's numbers: making its histograms for them was most of
     # a tick's cost when the window moved on.
     counts = bucket.latency_counts()
@@ -139,7 +138,7 @@ class WindowReader:
         self.bounds = series.bounds
         self.bucket_ns = int(series.bucket_s * _NS)
         self.key: list[int] = []  # the window's first bucket start and per-bucket calls
-        self.kept: list[_Kept] = []  # the window's buckets, oldest first
+        self.kept: list[Kept] = []  # the window's buckets, oldest first
         self.first = self.last = 0  # indices of the window's first and last buckets
         self.total_calls = -1  # the window's calls when last read (-1: read it again)
         self.calls = self.failed = self.served = 0  # served: calls whose server half was seen
@@ -171,8 +170,8 @@ class WindowReader:
         newest bucket then lay past the window, or is still the newest with the same calls (a
         quiet series), the window's buckets are unchanged: a test of a few numbers instead of a
         lookup per bucket. Only for open buckets (sealed ones age out). When they are unchanged
-        the window's rate is moved on (`move_to`) and the series noted as read (`mark`), inline:
-        this is the one call most series cost on a tick that does not move the window.
+        the window's rate is moved on (`move_to`) and the series noted as read (as `mark` would,
+        inline): most series cost a tick that does not move the window this and `move_to`.
         """
         if (
             series is not self.marked
@@ -186,10 +185,7 @@ class WindowReader:
             self.newest_calls = series.newest_calls()
         elif series.newest_index != self.newest_read or series.newest_calls() != self.newest_calls:
             return False
-        covered_s = (eval_ns - self.key[0]) / _NS
-        if covered_s < bucket_s:  # noqa: PLR1730  # once per series per tick: no max() call
-            covered_s = bucket_s
-        self.rate_per_s = self.calls / covered_s
+        self.move_to(eval_ns, bucket_s)
         return True
 
     def forget(self) -> None:
@@ -211,7 +207,7 @@ class WindowReader:
             # Where the old window's buckets are in the new one (one further per bucket moved):
             # a bucket kept with the same calls is taken as it was, not read again.
             shift = (start_ns - old[0][0]) // self.bucket_ns if old else 0
-            kept: list[_Kept] = []
+            kept: list[Kept] = []
             calls = failed = served = total = 0
             for i, b in enumerate(window):
                 n = b.calls
@@ -235,7 +231,7 @@ class WindowReader:
         self.move_to(eval_ns, bucket_s)
         return same
 
-    def slide(self, series: RedSeries, first: int, eval_ns: int, bucket_s: float) -> _Kept | None:
+    def slide(self, series: RedSeries, first: int, eval_ns: int, bucket_s: float) -> Kept | None:
         """The steady state, read from open buckets: the window moved on by one bucket.
 
         `first` is the index of the new window's first bucket. Unless the window's buckets are
@@ -321,7 +317,7 @@ class WindowReader:
             )
         return leaving
 
-    def kept_quantile(self, k: _Kept, q: float) -> float | None:
+    def kept_quantile(self, k: Kept, q: float) -> float | None:
         """The latency quantile of a bucket as kept (`Bucket.latency.quantile`)."""
         if k[6] is not None:
             return k[6].quantile(q)
