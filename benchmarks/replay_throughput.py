@@ -8,11 +8,11 @@ lines in between, in export order.
 
 - replay: `Replayer(out=<null sink>).replay([file])`, the whole of `watchman replay` (read, decode,
   pair, graph, detection ticks, alert transitions written out), in spans per CPU-second; the same
-  with the previous decode path (OTLP/JSON → protobuf message → bytes → decode), for before/after
-  in one run; and the share of the replay's time spent decoding OTLP/JSON (trace and metrics
-  lines), so the rest is attributable to the later stages.
-- decode alone: `decode_trace_json` of each trace line against the previous path,
-  `decode_traces(parse_trace_request(line))`.
+  with trace lines loaded by `json.loads` and read from the dicts (the eleventh pass's decode,
+  before the typed structs), and with the first decode path (OTLP/JSON → protobuf message →
+  bytes → decode), for before/after in one run; and the share of the replay's time spent
+  decoding OTLP/JSON (trace and metrics lines), so the rest is attributable to the later stages.
+- decode alone: `decode_trace_json` of each trace line against the same two earlier paths.
 
 Baseline in the same run: bare `json.loads` of the same trace lines, the floor of any decoder that
 starts from the standard library's parser. Medians of 5 runs (3 with `--quick`), interleaved.
@@ -73,6 +73,19 @@ def _previous_replay() -> Iterator[None]:
             yield
         finally:
             replay.decode_trace_json, replay.decode_metrics_json = saved  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _dict_reading() -> Iterator[None]:
+    """Decode OTLP/JSON trace lines as the eleventh pass did: `json.loads`, then read the dicts."""
+    from watchman_collector import otlp_json
+
+    real = otlp_json.load_trace_request  # type: ignore[attr-defined]
+    otlp_json.load_trace_request = lambda data: None  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        otlp_json.load_trace_request = real  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
@@ -159,6 +172,8 @@ def replay_throughput(quick: bool) -> list[Figure]:
         "replay": [],
         "replay_unpaused": [],
         "replay_previous": [],
+        "replay_dict": [],
+        "dict": [],
         "decode_share": [],
     }
 
@@ -174,6 +189,10 @@ def replay_throughput(quick: bool) -> list[Figure]:
         for line in traces:
             decode_traces(parse_trace_request(line))
 
+    def dict_each() -> None:
+        with _dict_reading():
+            direct_each()
+
     spans: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "recording.jsonl"
@@ -182,6 +201,7 @@ def replay_throughput(quick: bool) -> list[Figure]:
             samples["loads"].append(_cpu(loads_each))
             samples["direct"].append(_cpu(direct_each))
             samples["previous"].append(_cpu(previous_each))
+            samples["dict"].append(_cpu(dict_each))
             clock = _DecodeClock()
             samples["replay"].append(_cpu(partial(_replay, path, spans, clock=clock)))
             samples["decode_share"].append(clock.seconds / samples["replay"][-1])
@@ -190,6 +210,9 @@ def replay_throughput(quick: bool) -> list[Figure]:
             )
             samples["replay_previous"].append(
                 _cpu(partial(_replay, path, spans, variant=_previous_replay))
+            )
+            samples["replay_dict"].append(
+                _cpu(partial(_replay, path, spans, variant=_dict_reading))
             )
     if set(spans) != {total}:
         raise RuntimeError(f"replays read {sorted(set(spans))} spans, expected {total}")
@@ -213,6 +236,13 @@ def replay_throughput(quick: bool) -> list[Figure]:
             name,
         ),
         Figure(
+            "replay, trace lines read with json.loads (eleventh pass)",
+            rate["replay_dict"],
+            "spans/s",
+            loads,
+            name,
+        ),
+        Figure(
             "replay before (JSON → protobuf → decode, not paused)",
             rate["replay_previous"],
             "spans/s",
@@ -225,6 +255,9 @@ def replay_throughput(quick: bool) -> list[Figure]:
             "%",
         ),
         Figure("OTLP JSON → Span records, direct", rate["direct"], "spans/s", loads, name),
+        Figure(
+            "OTLP JSON → Span records, json.loads reading", rate["dict"], "spans/s", loads, name
+        ),
         Figure("OTLP JSON → Span records, previous path", rate["previous"], "spans/s", loads, name),
     ]
 

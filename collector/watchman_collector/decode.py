@@ -37,6 +37,7 @@ from watchman_collector.records import Batch, Heartbeat, Span, SpanKind
 
 __all__ = [
     "HEARTBEAT_METRIC",
+    "MEMO_MAX_BYTES",
     "UNKNOWN_SERVICE",
     "decode_metrics",
     "decode_trace_bytes",
@@ -162,9 +163,12 @@ _INT_FIELDS = frozenset({"memory_bytes", "threads", "inflight"})
 # decode stays a function of its input. The same address, port and status recur in almost every
 # request. Cleared when full rather than kept LRU (cheaper per hit). Large requests are decoded
 # in worker threads too: each memo step is one dict operation, and a race only refills it early.
+# Only values up to `MEMO_MAX_BYTES` are kept, so a sender of long distinct values cannot make
+# the memo hold more than `_MEMO_SIZE` × `MEMO_MAX_BYTES` (1 MiB); longer ones are read each time.
 _TEXTS: dict[bytes, str | None] = {}
 _NUMBERS: dict[bytes, int | None] = {}
 _MEMO_SIZE = 4096
+MEMO_MAX_BYTES = 256
 
 
 def _text(value: AnyValue) -> str | None:
@@ -238,7 +242,7 @@ def _read_text(value: bytes, *, remember: bool = True) -> str | None:
         text = None
     else:
         text = _text(plain)
-    if remember:
+    if remember and len(value) <= MEMO_MAX_BYTES:
         if len(_TEXTS) >= _MEMO_SIZE:
             _TEXTS.clear()
         _TEXTS[value] = text
@@ -260,9 +264,10 @@ def _read_number(value: bytes) -> int | None:
         number = None
     else:
         number = _number(plain)
-    if len(_NUMBERS) >= _MEMO_SIZE:
-        _NUMBERS.clear()
-    _NUMBERS[value] = number
+    if len(value) <= MEMO_MAX_BYTES:
+        if len(_NUMBERS) >= _MEMO_SIZE:
+            _NUMBERS.clear()
+        _NUMBERS[value] = number
     return number
 
 

@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from msgspec import UNSET, Raw, UnsetType
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -41,12 +42,19 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 from watchman_collector.decode import (
     HEARTBEAT_METRIC,
+    MEMO_MAX_BYTES,
     UNKNOWN_SERVICE,
     decode_metrics,
     decode_trace_bytes,
     decode_traces,
     host_of,
     resource_heartbeats,
+)
+from watchman_collector.otlp_json_typed import (
+    JSONResource,
+    JSONSpan,
+    JSONTraceRequest,
+    load_trace_request,
 )
 from watchman_collector.records import Batch, Heartbeat, Span, SpanKind
 
@@ -471,6 +479,12 @@ def decode_trace_json(data: bytes | str | Mapping[str, Any]) -> Batch:
         data = json.dumps(data)  # a private copy, and text to look for escapes in
     if _may_hold_surrogates(data):
         return _decode_with_surrogates(data)
+    typed = load_trace_request(data)
+    if typed is not None:
+        try:
+            return _read_typed(typed)
+        except (_Unusual, LookupError, TypeError, ValueError, AttributeError):
+            pass  # not in the plain shape somewhere: the dict path reads it span by span
     obj = _load(data)
     out: list[Span] = []
     rejected = 0
@@ -494,7 +508,11 @@ def decode_trace_json(data: bytes | str | Mapping[str, Any]) -> Batch:
                     continue
                 rejected += 1
                 if not reason:
-                    problem = record if type(record) is str else _id_problem(span)
+                    problem = (
+                        record
+                        if type(record) is str
+                        else _id_problem(span["traceId"], span["spanId"])
+                    )
                     reason = f"resource_spans[{r_index}] span {s_index}: {problem}"
     return Batch(spans=out, rejected=rejected, reason=reason)
 
@@ -595,12 +613,12 @@ def _read_span(span: dict[str, Any], service: str, instance: str) -> Span | None
     if type(value) is str and value.isdigit() and len(value) < 20:
         start_ns = int(value)
     else:
-        start_ns = _uint64(value, span, "start_time_unix_nano")
+        start_ns = _uint64(value, "start_time_unix_nano" in span)
     value = span.get("endTimeUnixNano")
     if type(value) is str and value.isdigit() and len(value) < 20:
         end_ns = int(value)
     else:
-        end_ns = _uint64(value, span, "end_time_unix_nano")
+        end_ns = _uint64(value, "end_time_unix_nano" in span)
 
     status = span.get("status")
     if status is None:
@@ -614,12 +632,6 @@ def _read_span(span: dict[str, Any], service: str, instance: str) -> Span | None
         else:
             raise _Unusual
 
-    # decode reads only the attributes pair uses for the span's kind (docs/decode.md): a caller
-    # names its callee, a SERVER span needs its HTTP status, a CONSUMER its messaging system and
-    # links, and a failed span its error.type. The same precedence and fallbacks here.
-    peer_service = server_address = server_port = db_system = None
-    messaging_system = http_status = error_type = None
-    links: tuple[tuple[bytes, bytes], ...] = ()
     attributes = span.get("attributes")
     found: dict[str, Any] = {}
     if attributes:
@@ -630,6 +642,45 @@ def _read_span(span: dict[str, Any], service: str, instance: str) -> Span | None
                 found[key] = kv["value"]  # the last of a repeated key wins, as in a map
     elif attributes is not None and attributes != []:
         raise _Unusual  # 0, "", {}: not a list, which the protobuf path refuses
+    return _span_record(
+        trace_id,
+        span_id,
+        parent,
+        service,
+        instance,
+        kind,
+        start_ns,
+        end_ns,
+        failed,
+        name,
+        found,
+        span.get("links") if kind == _CONSUMER else None,
+    )
+
+
+def _span_record(  # noqa: PLR0917  # the header fields in `Span`'s order, read by either path
+    trace_id: bytes,
+    span_id: bytes,
+    parent: bytes,
+    service: str,
+    instance: str,
+    kind: int,
+    start_ns: int,
+    end_ns: int,
+    failed: bool,
+    name: str,
+    found: dict[str, Any],
+    links_value: Any,
+) -> Span:
+    """The record of a span from its header and `found`, the loaded values of the attributes
+    `_READ_KEYS` names for its kind (a URL's may be left as `msgspec.Raw`, read only when used);
+    `links_value` is a CONSUMER span's loaded `links`. Raises `_Unusual` off the plain shape."""
+    # decode reads only the attributes pair uses for the span's kind (docs/decode.md): a caller
+    # names its callee, a SERVER span needs its HTTP status, a CONSUMER its messaging system and
+    # links, and a failed span its error.type. The same precedence and fallbacks here.
+    peer_service = server_address = server_port = db_system = None
+    messaging_system = http_status = error_type = None
+    links: tuple[tuple[bytes, bytes], ...] = ()
     get = found.get
     if kind in (_CLIENT, _PRODUCER):
         if found:
@@ -692,10 +743,9 @@ def _read_span(span: dict[str, Any], service: str, instance: str) -> Span | None
             value = get("messaging.system")
             if value is not None:
                 messaging_system = _text(value)
-            value = span.get("links")
-            if value:
-                links = tuple(_read_links(value))
-            elif value is not None and value != []:
+            if links_value:
+                links = tuple(_read_links(links_value))
+            elif links_value is not None and links_value != []:
                 raise _Unusual
         if failed:
             value = get("error.type")
@@ -727,10 +777,166 @@ def _unusual() -> Any:
     raise _Unusual
 
 
-def _uint64(value: Any, span: dict[str, Any], snake: str) -> int:
-    """A uint64 field from an integer or a decimal string; absent is 0 (unless spelt `snake`)."""
+# -- the typed path: the same reading over otlp_json_typed's structs ------------------------------
+
+# Loaded attribute values by their JSON text, for recently read values: the same address, port
+# and status recur in almost every request. A memo of a pure function (nothing changes a loaded
+# value), cleared when full and bounded in entry size, as decode's. Hosts and URLs, about one
+# per request and read only when no address is given, stay JSON text in `found` (see `_loaded`)
+# instead of churning it.
+_VALUES: dict[bytes, Any] = {}
+_VALUES_SIZE = 4096
+_DEFERRED_KEYS = frozenset({"http.host", "url.full", "http.url"})
+_MISS: Any = object()
+
+
+def _read_typed(request: JSONTraceRequest) -> Batch:
+    """`decode_trace_json` of a typed request; raises `_Unusual` (or a lookup, type or value
+    error) where the dict path would read a span slowly or refuse the request."""
+    resources = request.resourceSpans
+    if resources is UNSET:
+        if request.resource_spans is not UNSET:
+            raise _Unusual
+        resources = None
+    out: list[Span] = []
+    append = out.append
+    rejected = 0
+    reason = ""
+    for r_index, rs in enumerate(resources or ()):
+        service, instance = _typed_resource_names(rs.resource)
+        scopes = rs.scopeSpans
+        if scopes is UNSET:
+            if rs.scope_spans is not UNSET:
+                raise _Unusual
+            continue
+        for ss in scopes or ():
+            spans = ss.spans
+            if spans is None:
+                continue
+            for s_index, span in enumerate(spans):
+                record = _read_typed_span(span, service, instance)
+                if record is not None:
+                    append(record)
+                    continue
+                rejected += 1
+                if not reason:
+                    problem = _id_problem(span.traceId, span.spanId)
+                    reason = f"resource_spans[{r_index}] span {s_index}: {problem}"
+    return Batch(spans=out, rejected=rejected, reason=reason)
+
+
+def _typed_value(raw: Raw | UnsetType) -> Any:
+    """An attribute's loaded AnyValue (memoised); `_Unusual` when the attribute has none."""
+    if raw is UNSET:
+        raise _Unusual  # a KeyValue without a value: the dict path's KeyError
+    text = bytes(raw)
+    value = _VALUES.get(text, _MISS)
+    if value is _MISS:
+        value = json.loads(text)
+        if len(text) <= MEMO_MAX_BYTES:
+            if len(_VALUES) >= _VALUES_SIZE:
+                _VALUES.clear()
+            _VALUES[text] = value
+    return value
+
+
+def _typed_resource_names(resource: JSONResource | None) -> tuple[str, str]:
+    """`_resource_names` of a typed resource; `_Unusual` where that takes the slow path."""
+    if resource is None:
+        return UNKNOWN_SERVICE, ""
+    service = instance = ""
+    for kv in resource.attributes or ():
+        key = kv.key
+        if key == "service.name":
+            service = _plain_string(_typed_value(kv.value))
+        elif key == "service.instance.id":
+            instance = _plain_string(_typed_value(kv.value))
+    return service or UNKNOWN_SERVICE, instance
+
+
+def _read_typed_span(span: JSONSpan, service: str, instance: str) -> Span | None:
+    """`_read_span` of a typed span (msgspec has checked each field's JSON type)."""
+    hex_id = span.traceId
+    if len(hex_id) != 32:
+        raise _Unusual
+    trace_id = bytes.fromhex(hex_id)
+    hex_id = span.spanId
+    if len(hex_id) != 16:
+        raise _Unusual
+    span_id = bytes.fromhex(hex_id)
+    if len(trace_id) != 16 or len(span_id) != 8 or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None
+    parent_hex = span.parentSpanId
+    if parent_hex is None:
+        parent = b"" if span.parent_span_id is UNSET else _unusual()
+    elif len(parent_hex) == 16:
+        parent = bytes.fromhex(parent_hex)
+        if len(parent) != 8 or parent == _ZERO_SPAN:
+            parent = b""
+    elif parent_hex == "":
+        parent = b""
+    else:
+        raise _Unusual
+    name = span.name
+    if name is None:
+        name = ""
+    kind = span.kind
+    if kind is None:
+        kind = 0
+    elif not 0 <= kind <= 5:
+        raise _Unusual
+    time = span.startTimeUnixNano
+    if type(time) is str and time.isdigit() and len(time) < 20:
+        start_ns = int(time)
+    else:
+        start_ns = _uint64(time, span.start_time_unix_nano is not UNSET)
+    time = span.endTimeUnixNano
+    if type(time) is str and time.isdigit() and len(time) < 20:
+        end_ns = int(time)
+    else:
+        end_ns = _uint64(time, span.end_time_unix_nano is not UNSET)
+    status = span.status
+    code = None if status is None else status.code
+    if code is None:
+        failed = False
+    elif 0 <= code <= 2:
+        failed = code == 2
+    else:
+        raise _Unusual
+    found: dict[str, Any] = {}
+    attributes = span.attributes
+    if attributes:
+        wanted = _READ_KEYS[kind]
+        for kv in attributes:
+            key = kv.key
+            if key in wanted:
+                if key in _DEFERRED_KEYS:
+                    if kv.value is UNSET:
+                        raise _Unusual
+                    found[key] = kv.value
+                else:
+                    found[key] = _typed_value(kv.value)
+    links = span.links
+    return _span_record(
+        trace_id,
+        span_id,
+        parent,
+        service,
+        instance,
+        kind,
+        start_ns,
+        end_ns,
+        failed,
+        name,
+        found,
+        json.loads(bytes(links)) if kind == _CONSUMER and links is not UNSET else None,
+    )
+
+
+def _uint64(value: Any, spelt_snake: bool) -> int:
+    """A uint64 field from an integer or a decimal string; absent is 0 (unless spelt snake_case)."""
     if value is None:
-        if snake in span:
+        if spelt_snake:
             raise _Unusual
         return 0
     if type(value) is str:
@@ -785,23 +991,28 @@ def _number(value: Any) -> int | None:
 def _address_fallback(get: Any, port: int | None) -> tuple[str | None, int | None]:
     """Server address (and port, if still unknown) from `http.host`, else from the URL."""
     address: str | None = None
-    value = get("http.host")
+    value = _loaded(get("http.host"))
     host = _text(value) if value is not None else None
     if host is not None:
         address, host_port = host_of(host, is_url=False)
         if port is None:
             port = host_port
     if address is None:
-        value = get("url.full")
+        value = _loaded(get("url.full"))
         url = _text(value) if value is not None else None
         if url is None:
-            value = get("http.url")
+            value = _loaded(get("http.url"))
             url = _text(value) if value is not None else None
         if url is not None:
             address, host_port = host_of(url, is_url=True)
             if port is None:
                 port = host_port
     return address, port
+
+
+def _loaded(value: Any) -> Any:
+    """A value of `found`, loaded if the typed path left it as JSON text (URLs, hosts)."""
+    return json.loads(bytes(value)) if type(value) is Raw else value
 
 
 def _read_links(links: list[Any]) -> list[tuple[bytes, bytes]]:
@@ -841,10 +1052,10 @@ def _read_span_slowly(span: Any, path: str, service: str, instance: str) -> Span
     return record
 
 
-def _id_problem(span: dict[str, Any]) -> str:
+def _id_problem(trace_hex: str, span_hex: str) -> str:
     """Why the plain path found a span's ids unusable, in decode's words."""
-    trace_id = bytes.fromhex(span["traceId"])
-    span_id = bytes.fromhex(span["spanId"])
+    trace_id = bytes.fromhex(trace_hex)
+    span_id = bytes.fromhex(span_hex)
     if len(trace_id) != 16:
         return f"trace_id must be 16 bytes, got {len(trace_id)}"
     if trace_id == _ZERO_TRACE:
@@ -1000,7 +1211,7 @@ def _point_time(point: dict[str, Any]) -> int:
     value = point.get("timeUnixNano")
     if type(value) is str and value.isdigit() and len(value) < 20:
         return int(value)
-    return _uint64(value, point, "time_unix_nano")
+    return _uint64(value, "time_unix_nano" in point)
 
 
 def _point_value(point: dict[str, Any]) -> float | None:

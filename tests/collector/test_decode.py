@@ -386,3 +386,17 @@ def test_random_protobuf_never_raises_past_decode_error() -> None:
         )
         decoded += 1
     assert decoded > 0
+
+
+def test_long_attribute_values_are_not_remembered() -> None:
+    """The value memo keeps short values only: distinct long ones cannot grow it past its bound."""
+    from watchman_collector import decode
+
+    decode._TEXTS.clear()
+    spans = [_pb_span(i, peer__service=f"{i:06d}" + "x" * 5000) for i in range(1, 201)]
+    spans.append(_pb_span(999, peer__service="payments"))
+    records = decode_traces(_request(*spans)).spans
+    assert [r.peer_service[:6] for r in records[:200]] == [f"{i:06d}" for i in range(1, 201)]
+    assert records[200].peer_service == "payments"
+    assert "payments" in decode._TEXTS.values()
+    assert max(map(len, decode._TEXTS)) <= decode.MEMO_MAX_BYTES < 5000

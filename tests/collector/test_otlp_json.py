@@ -758,6 +758,117 @@ def test_direct_decode_of_surrogate_escapes() -> None:
     assert batch.spans[0].peer_service == "😀"
 
 
+# -- the typed reading (msgspec structs) against the dict reading ------------------------------
+
+
+def _outcome(doc: Any) -> Batch | str:
+    """decode_trace_json's batch, or the text of the OTLPJSONError it raised."""
+    try:
+        return decode_trace_json(doc if isinstance(doc, str) else json.dumps(doc))
+    except OTLPJSONError as exc:
+        return f"OTLPJSONError: {exc}"
+
+
+def test_plain_lines_are_read_as_typed_structs(
+    simulated_lines: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exporters' lines never reach the dict reading, and read as the protobuf path reads them."""
+    expected = [decode_traces(parse_trace_request(line)) for line in simulated_lines]
+    monkeypatch.setattr(otlp_json, "_read_span", _fail)
+    monkeypatch.setattr(otlp_json, "_load", _fail)
+    got = [decode_trace_json(line.encode()) for line in simulated_lines]
+    assert got == expected
+    assert sum(len(batch.spans) for batch in got) > 1000
+
+
+def test_typed_reading_gives_the_dict_readings_outcome(
+    simulated_lines: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every document gives the same batch or the same error whether the typed reading tries it
+    first or not; both its outcomes (read it all, hand it to the dict reading) happen."""
+    import random
+
+    docs: list[Any] = [
+        _request(_span(spanId="00000000000000aa"), span, _span(kind=3)) for span in EDGE_SPANS
+    ]
+    for resource in RESOURCES:
+        doc = _request(_span(), _span(kind=3))
+        doc["resourceSpans"][0]["resource"] = resource
+        docs.append(doc)
+    docs += [_request(_span(), _span(**bad)) for bad in UNREAD_BAD_VALUES]
+    for camel, snake, value in (
+        ("parentSpanId", "parent_span_id", PARENT_HEX),
+        ("startTimeUnixNano", "start_time_unix_nano", "5"),
+        ("endTimeUnixNano", "end_time_unix_nano", "9"),
+    ):  # only the snake_case spelling of a field the typed reading declares under both
+        span = {k: v for k, v in _span(**{snake: value}).items() if k != camel}
+        docs.append(_request(_span(), span))
+    docs += [
+        _request(_span(kind=5, links=None)),
+        _request(_span(kind=5, links=[{"traceId": TRACE_HEX, "spanId": SPAN_HEX}])),
+        _request(_span(kind=3, attributes=[{"key": "server.address"}])),
+        _request(_span(kind=3, attributes=[{"key": "url.full"}])),
+        _request(_span(kind=3, attributes=_attrs(url__full={"stringValue": "http://u.test:81/"}))),
+        _request(_span(kind=3, attributes=_attrs(url__full=None, http__url=S))),
+    ]
+    docs += [
+        {"resource_spans": [{"scope_spans": [{"spans": [_span()]}]}]},
+        {"resourceSpans": [{"scope_spans": [{"spans": [_span()]}]}]},
+        {"resourceSpans": None, "resource_spans": [{"scopeSpans": [{"spans": [_span()]}]}]},
+        {"resourceSpans": [{"scopeSpans": None}, {}, {"scopeSpans": [{"spans": None}, {}]}]},
+        {"resourceSpans": [{"scopeSpans": [{"spans": [_span(), "x"]}]}]},
+        {"resourceSpans": {}},
+        {},
+        [],
+    ]
+    base = json.loads(simulated_lines[0])
+    replacements: list[Any] = [None, True, -1, 7, 2**70, 1.5, "", "zz", "12", [], [1], {}, {"a": 1}]
+    rng = random.Random(8)
+    for _ in range(300):
+        doc = copy.deepcopy(base)
+        for _ in range(rng.randint(1, 2)):
+            container, key = rng.choice(_nodes(doc))
+            container[key] = copy.deepcopy(rng.choice(replacements))
+        docs.append(doc)
+    lines = [json.dumps(doc) for doc in docs]
+    lines += ['{"resourceSpans": [', "", "[1, 2", '{"resourceSpans": [] } x', "\ufeff{}"]
+
+    read_typed = otlp_json._read_typed
+    outcomes: list[str] = []
+
+    def counting(request: Any) -> Batch:
+        try:
+            batch = read_typed(request)
+        except Exception:
+            outcomes.append("handed over")
+            raise
+        outcomes.append("read")
+        return batch
+
+    monkeypatch.setattr(otlp_json, "_read_typed", counting)
+    first = [_outcome(line) for line in lines]
+    assert outcomes.count("read") > 150
+    assert outcomes.count("handed over") > 50
+    monkeypatch.setattr(otlp_json, "load_trace_request", lambda data: None)
+    assert [_outcome(line) for line in lines] == first
+
+
+def test_long_attribute_values_are_not_remembered() -> None:
+    """The typed reading's value memo keeps short values only (as decode's)."""
+    from watchman_collector.decode import MEMO_MAX_BYTES
+
+    otlp_json._VALUES.clear()
+    spans = [
+        _span(spanId=f"{i:016x}", kind=3, attributes=_attrs(peer__service={"stringValue": v}))
+        for i, v in enumerate([f"{n:06d}" + "x" * 5000 for n in range(200)] + ["billing"], 1)
+    ]
+    batch = decode_trace_json(json.dumps(_request(*spans)))
+    assert [span.peer_service[:6] for span in batch.spans[:200]] == [f"{n:06d}" for n in range(200)]
+    assert batch.spans[200].peer_service == "billing"
+    assert {"stringValue": "billing"} in otlp_json._VALUES.values()
+    assert max(map(len, otlp_json._VALUES)) <= MEMO_MAX_BYTES < 5000
+
+
 def test_direct_decode_matches_on_the_fixtures() -> None:
     """Every OTLP JSON test fixture decodes to the protobuf path's records."""
     lines = [
