@@ -483,7 +483,7 @@ def decode_trace_json(data: bytes | str | Mapping[str, Any]) -> Batch:
     if typed is not None:
         try:
             return _read_typed(typed)
-        except (_Unusual, LookupError, TypeError, ValueError, AttributeError):
+        except (_Unusual, LookupError, TypeError, ValueError, AttributeError, RecursionError):
             pass  # not in the plain shape somewhere: the dict path reads it span by span
     obj = _load(data)
     out: list[Span] = []

@@ -853,6 +853,22 @@ def test_typed_reading_gives_the_dict_readings_outcome(
     assert [_outcome(line) for line in lines] == first
 
 
+def test_a_value_nested_too_deeply_for_the_typed_reading_is_read_as_dicts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A recursion limit hit while loading a value hands the request to the dict reading."""
+    doc = json.dumps(_request(_span(kind=3, attributes=_attrs(peer__service=S))))
+    expected = decode_trace_json(doc)
+
+    def too_deep(raw: Any) -> Any:
+        raise RecursionError
+
+    monkeypatch.setattr(otlp_json, "_typed_value", too_deep)
+    monkeypatch.setattr(otlp_json, "_VALUES", {})
+    assert decode_trace_json(doc) == expected
+    assert expected.spans[0].peer_service == "x"
+
+
 def test_long_attribute_values_are_not_remembered() -> None:
     """The typed reading's value memo keeps short values only (as decode's)."""
     from watchman_collector.decode import MEMO_MAX_BYTES
