@@ -43,6 +43,7 @@ __all__ = [
     "decode_trace_bytes",
     "decode_traces",
     "host_of",
+    "memoise",
     "resource_heartbeats",
 ]
 
@@ -171,6 +172,15 @@ _MEMO_SIZE = 4096
 MEMO_MAX_BYTES = 256
 
 
+def memoise(memo: dict[bytes, Any], key: bytes, value: Any) -> None:
+    """Remember a value read from the encoded `key` in one of the value memos (decode's, and
+    the OTLP/JSON reading's): only keys of up to `MEMO_MAX_BYTES`; a full memo is cleared."""
+    if len(key) <= MEMO_MAX_BYTES:
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[key] = value
+
+
 def _text(value: AnyValue) -> str | None:
     which = value.WhichOneof("value")
     if which == "string_value":
@@ -242,10 +252,8 @@ def _read_text(value: bytes, *, remember: bool = True) -> str | None:
         text = None
     else:
         text = _text(plain)
-    if remember and len(value) <= MEMO_MAX_BYTES:
-        if len(_TEXTS) >= _MEMO_SIZE:
-            _TEXTS.clear()
-        _TEXTS[value] = text
+    if remember:
+        memoise(_TEXTS, value, text)
     return text
 
 
@@ -264,10 +272,7 @@ def _read_number(value: bytes) -> int | None:
         number = None
     else:
         number = _number(plain)
-    if len(value) <= MEMO_MAX_BYTES:
-        if len(_NUMBERS) >= _MEMO_SIZE:
-            _NUMBERS.clear()
-        _NUMBERS[value] = number
+    memoise(_NUMBERS, value, number)
     return number
 
 

@@ -42,12 +42,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 from watchman_collector.decode import (
     HEARTBEAT_METRIC,
-    MEMO_MAX_BYTES,
     UNKNOWN_SERVICE,
     decode_metrics,
     decode_trace_bytes,
     decode_traces,
     host_of,
+    memoise,
     resource_heartbeats,
 )
 from watchman_collector.otlp_json_typed import (
@@ -781,11 +781,9 @@ def _unusual() -> Any:
 
 # Loaded attribute values by their JSON text, for recently read values: the same address, port
 # and status recur in almost every request. A memo of a pure function (nothing changes a loaded
-# value), cleared when full and bounded in entry size, as decode's. Hosts and URLs, about one
-# per request and read only when no address is given, stay JSON text in `found` (see `_loaded`)
-# instead of churning it.
+# value), bounded as decode's (`memoise`). Hosts and URLs, about one per request and read only
+# when no address is given, stay JSON text in `found` (see `_loaded`) instead of churning it.
 _VALUES: dict[bytes, Any] = {}
-_VALUES_SIZE = 4096
 _DEFERRED_KEYS = frozenset({"http.host", "url.full", "http.url"})
 _MISS: Any = object()
 
@@ -833,10 +831,7 @@ def _typed_value(raw: Raw | UnsetType) -> Any:
     value = _VALUES.get(text, _MISS)
     if value is _MISS:
         value = json.loads(text)
-        if len(text) <= MEMO_MAX_BYTES:
-            if len(_VALUES) >= _VALUES_SIZE:
-                _VALUES.clear()
-            _VALUES[text] = value
+        memoise(_VALUES, text, value)
     return value
 
 

@@ -21,7 +21,11 @@ from msgspec import UNSET, Raw, Struct, UnsetType
 
 __all__ = [
     "JSONKeyValue",
+    "JSONResource",
+    "JSONResourceSpans",
+    "JSONScopeSpans",
     "JSONSpan",
+    "JSONStatus",
     "JSONTraceRequest",
     "load_trace_request",
 ]
@@ -35,6 +39,8 @@ class JSONKeyValue(Struct):
 
 
 class JSONStatus(Struct):
+    """A span's status: only its code is read."""
+
     code: int | None = None
 
 
