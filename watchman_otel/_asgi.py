@@ -26,9 +26,10 @@ from opentelemetry.metrics import (
     ObservableUpDownCounter,
     Observation,
 )
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from watchman_otel._errors import ConfigurationError, report_internal_error
+from watchman_otel._light_span import LightSpans
 from watchman_otel._settings import DEFAULT_EXCLUDED_URLS
 from watchman_otel._version import __version__
 
@@ -134,9 +135,9 @@ class _Instruments:
     ``uninstall_framework_hooks`` disables, so stacks built earlier follow the latest ``init()``.
     """
 
-    __slots__ = ("active", "duration", "enabled", "excluded", "known_methods", "tracer")
+    __slots__ = ("active", "duration", "enabled", "excluded", "known_methods", "spans")
 
-    tracer: Tracer
+    spans: LightSpans
     duration: Histogram
     active: ObservableUpDownCounter
     excluded: re.Pattern[str] | None
@@ -159,7 +160,8 @@ class _Instruments:
     ) -> None:
         # With None the global providers' proxies are used, so an app wrapped before the SDK is
         # configured starts recording once it is.
-        self.tracer = trace.get_tracer("watchman_otel", __version__, tracer_provider)
+        tracer = trace.get_tracer("watchman_otel", __version__, tracer_provider)
+        self.spans = LightSpans(tracer, SpanKind.SERVER)
         meter = metrics.get_meter("watchman_otel", __version__, meter_provider)
         self.duration = meter.create_histogram(
             "http.server.request.duration",
@@ -396,9 +398,7 @@ class WatchmanMiddleware:
         if user_agent:
             attributes["user_agent.original"] = user_agent.decode("latin-1")
 
-        span = instruments.tracer.start_span(
-            method if method != "_OTHER" else "HTTP", parent, SpanKind.SERVER, attributes
-        )
+        span = instruments.spans.start(method if method != "_OTHER" else "HTTP", parent, attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         return span, token
 

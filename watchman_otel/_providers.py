@@ -347,7 +347,8 @@ class _SwitchingTracer(trace_api.Tracer):
         self._generation = -1
         self._real: trace_api.Tracer = trace_api.NoOpTracer()
 
-    def _tracer(self) -> trace_api.Tracer:
+    def resolve(self) -> trace_api.Tracer:
+        """The current pipeline's own tracer (a no-op one before `init()`)."""
         generation = self._owner.generation
         if generation != self._generation:
             name, version, schema_url, attributes = self._key
@@ -359,11 +360,11 @@ class _SwitchingTracer(trace_api.Tracer):
 
     def start_span(self, *args: Any, **kwargs: Any) -> trace_api.Span:
         """Delegates to the current pipeline's tracer."""
-        return self._tracer().start_span(*args, **kwargs)
+        return self.resolve().start_span(*args, **kwargs)
 
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
         """Delegates to the current pipeline's tracer."""
-        return self._tracer().start_as_current_span(*args, **kwargs)
+        return self.resolve().start_as_current_span(*args, **kwargs)
 
 
 class SwitchingTracerProvider(trace_api.TracerProvider):

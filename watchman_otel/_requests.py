@@ -2,12 +2,13 @@
 
 ``requests.Session.send`` is wrapped once. Per call: one regex match splits the URL (the
 authority's address, port and redacted form are memoised), the span starts with its attributes
-given at once, the W3C context is injected through the global propagator, and the end sets the
-status code in one call. The stable HTTP conventions only: ``http.request.method``,
-``server.address``, ``server.port``, ``url.full``, ``http.response.status_code``, ``error.type``
-on the span, and the ``http.client.request.duration`` histogram in seconds with the required
-attributes only (each one more costs the SDK a value check and a hash per point) and without
-exemplars.
+given at once (a light span handed to the SDK's processors at its end where that gives the SDK's
+outcome: ``watchman_otel._light_span``), the W3C context is injected through the global
+propagator, and the end sets the status code in one call. The stable HTTP conventions only:
+``http.request.method``, ``server.address``, ``server.port``, ``url.full``,
+``http.response.status_code``, ``error.type`` on the span, and the
+``http.client.request.duration`` histogram in seconds with the required attributes only (each
+one more costs the SDK a value check and a hash per point) and without exemplars.
 
 Suppression follows ``opentelemetry.instrumentation.utils``: nothing is recorded while
 instrumentation or HTTP instrumentation is suppressed (an exporter's own calls, an outer HTTP
@@ -32,10 +33,11 @@ from opentelemetry.instrumentation.utils import (  # type: ignore[attr-defined]
     _SUPPRESS_INSTRUMENTATION_KEY_PLAIN,
 )
 from opentelemetry.metrics import Histogram, MeterProvider
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from watchman_otel._asgi import DURATION_BUCKETS, compile_excluded, error_type, known_methods
 from watchman_otel._errors import report_internal_error
+from watchman_otel._light_span import LightSpans
 from watchman_otel._version import __version__
 
 __all__ = [
@@ -89,7 +91,7 @@ def _authority(scheme: str, authority: str) -> tuple[str, int | None, str | None
 class _State:
     """What one ``instrument()`` configured: the tracer, the histogram, the exclusions."""
 
-    __slots__ = ("authorities", "duration", "excluded", "known_methods", "tracer")
+    __slots__ = ("authorities", "duration", "excluded", "known_methods", "spans")
 
     def __init__(
         self,
@@ -97,7 +99,8 @@ class _State:
         meter_provider: MeterProvider | None,
         excluded_urls: Sequence[str],
     ) -> None:
-        self.tracer: Tracer = trace.get_tracer("watchman_otel", __version__, tracer_provider)
+        tracer = trace.get_tracer("watchman_otel", __version__, tracer_provider)
+        self.spans = LightSpans(tracer, SpanKind.CLIENT)
         meter = metrics.get_meter("watchman_otel", __version__, meter_provider)
         self.duration: Histogram = meter.create_histogram(
             "http.client.request.duration",
@@ -167,9 +170,7 @@ def _traced_send(session: Any, request: Any, **kwargs: Any) -> Any:
     span: trace.Span | None = None
     try:
         method = attributes["http.request.method"]
-        span = state.tracer.start_span(
-            method if method != "_OTHER" else "HTTP", parent, SpanKind.CLIENT, attributes
-        )
+        span = state.spans.start(method if method != "_OTHER" else "HTTP", parent, attributes)
         inner = otel_context.set_value(
             _SUPPRESS_HTTP_KEY, True, trace.set_span_in_context(span, parent)
         )

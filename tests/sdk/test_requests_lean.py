@@ -13,11 +13,12 @@ from opentelemetry.instrumentation.utils import (
     suppress_http_instrumentation,
     suppress_instrumentation,
 )
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.conftest import free_port
 from tests.sdk.test_outbound import EchoServer, Outbound
 from watchman_otel import _requests
+from watchman_otel._light_span import LightSpans
 from watchman_otel._outbound import uninstrument_outbound
 
 ORIGINAL_SEND = requests.Session.send
@@ -191,7 +192,7 @@ def test_internal_failure_never_reaches_the_app(
         def start_span(self, *args: object, **kwargs: object) -> trace.Span:
             raise RuntimeError("broken tracer")
 
-    monkeypatch.setattr(state, "tracer", BrokenTracer())
+    monkeypatch.setattr(state, "spans", LightSpans(BrokenTracer(), SpanKind.CLIENT))
     assert requests.get(f"{server.url}/still-works", timeout=5).status_code == 200
     assert outbound.client_spans() == []
 
