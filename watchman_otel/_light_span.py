@@ -23,6 +23,7 @@ rules.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from time import time_ns
 from typing import Any
@@ -47,6 +48,9 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _RANDOM_FLAG: int | None = getattr(TraceFlags, "RANDOM_TRACE_ID", None)  # W3C level 2 (newer APIs)
 _NO_LINKS: Sequence[Link] = ()
 _NO_PROCESSOR = sdk_trace.SpanProcessor()
+# Taken only to end a span or make it the SDK's: two threads doing either at once must not hand
+# the span over twice (the SDK's span takes its own lock for every write instead).
+_HAND_OVER = threading.Lock()
 
 
 class _SdkSpan(sdk_trace.Span):
@@ -222,14 +226,17 @@ class LightSpan(trace.Span, sdk_trace.ReadableSpan):
 
     def end(self, end_time: int | None = None) -> None:
         """Hands the finished span to the SDK's processors."""
-        if self._sdk is not None:
-            self._sdk.end(end_time)
-            return
-        if self._end_time is not None:
+        with _HAND_OVER:
+            sdk = self._sdk
+            ended = self._end_time is not None
+            if sdk is None and not ended:
+                self._end_time = end_time if end_time is not None else time_ns()
+        if sdk is not None:
+            sdk.end(end_time)
+        elif ended:
             _logger.warning("Calling end() on an ended span.")
-            return
-        self._end_time = end_time if end_time is not None else time_ns()
-        self._plan.processor.on_end(self)
+        else:
+            self._plan.processor.on_end(self)
 
     # -- anything else: the SDK's span, with what this one holds --------------------------------
 
@@ -256,10 +263,14 @@ class LightSpan(trace.Span, sdk_trace.ReadableSpan):
     def _as_sdk(self) -> sdk_trace.Span:
         """The SDK's span for this one, made on first need (started at this span's start)."""
         sdk = self._sdk
-        if sdk is None:
+        if sdk is not None:
+            return sdk
+        with _HAND_OVER:
+            if self._sdk is not None:
+                return self._sdk
             plan = self._plan
             ended = self._end_time is not None
-            sdk = self._sdk = _SdkSpan(
+            sdk = _SdkSpan(
                 name=self._name,
                 context=self.get_span_context(),
                 parent=self._parent,
@@ -278,6 +289,7 @@ class LightSpan(trace.Span, sdk_trace.ReadableSpan):
                 sdk.set_status(self._status)
             if ended:
                 sdk.end(self._end_time)
+            self._sdk = sdk
         return sdk
 
     def __repr__(self) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 from typing import Any
 
 import pytest
@@ -311,3 +313,33 @@ def test_a_processor_added_later_is_seen_on_the_next_call() -> None:
     later = spans.start("GET", Context(), {})
     assert not isinstance(later, LightSpan)
     assert watching.started == [later]
+
+
+@pytest.mark.parametrize("first", ["end", "add_event"])
+def test_threads_ending_or_upgrading_at_once_hand_the_span_over_once(first: str) -> None:
+    """Threads end a span (or add an event, then end it) at the same moment: one export each.
+    The interpreter switches threads as often as it can, so a check-then-set race shows."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        exporter = InMemorySpanExporter()
+        for _ in range(100):
+            span = _light(exporter)
+            barrier = threading.Barrier(4)
+
+            def work(n: int, span: LightSpan = span, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                if first == "add_event":
+                    span.add_event(f"e{n}")
+                span.end()
+
+            threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    exported = exporter.get_finished_spans()
+    assert len(exported) == 100
+    assert len({s.context.span_id for s in exported if s.context is not None}) == 100
