@@ -58,14 +58,16 @@ class _SdkSpan(sdk_trace.Span):
 
 
 class _Plan:
-    """What one SDK tracer gives its spans, read once; `key` tells when it no longer holds."""
+    """What one SDK tracer gives its spans, read once; it holds while `tracer` and its
+    `processors` (a new tuple when one is added) stay the same."""
 
     __slots__ = (
         "id_generator",
         "info",
-        "key",
+        "is_enabled",
         "limits",
         "processor",
+        "processors",
         "random_ids",
         "resource",
         "sampler",
@@ -73,9 +75,12 @@ class _Plan:
         "tracer",
     )
 
-    def __init__(self, tracer: sdk_trace.Tracer, key: tuple[Any, ...]) -> None:
+    def __init__(self, tracer: sdk_trace.Tracer, processors: tuple[Any, ...]) -> None:
         self.tracer = tracer
-        self.key = key
+        self.processors = processors
+        # The tracer's configuration can turn it off at any time: asked per span (older SDKs
+        # have no such switch).
+        self.is_enabled = getattr(tracer, "_is_enabled", None)
         self.sampler = tracer.sampler
         self.id_generator = tracer.id_generator
         self.resource = tracer.resource
@@ -87,9 +92,9 @@ class _Plan:
         self.random_ids = bool(_RANDOM_FLAG is not None and is_random is not None and is_random())
 
 
-def _plan_key(tracer: Any) -> tuple[Any, ...] | None:
-    """What a plan for `tracer` depends on (it changes when a processor is added); None when
-    a light span would not give the SDK's outcome."""
+def _quiet_processors(tracer: Any) -> tuple[Any, ...] | None:
+    """The span processors behind `tracer`; None when a light span would not give the SDK's
+    outcome with it."""
     if type(tracer) is not sdk_trace.Tracer:
         return None
     processors = getattr(tracer.span_processor, "_span_processors", None)
@@ -106,7 +111,7 @@ def _plan_key(tracer: Any) -> tuple[Any, ...] | None:
         or (limits.max_span_attributes is not None and limits.max_span_attributes < 32)
     ):
         return None
-    return (tracer, processors)
+    return processors
 
 
 def _read_through(name: str) -> Any:
@@ -124,7 +129,8 @@ class LightSpan(trace.Span, sdk_trace.ReadableSpan):
     """A recording span whose attributes are a dict until its end (see the module).
 
     A `ReadableSpan` like the SDK's span, it is what the processors get at its end (it takes no
-    writes after that). Like the SDK's span it is meant for one thread; unlike it, it takes no lock.
+    writes after that). Unlike the SDK's span it takes a lock only to end or to become the SDK's
+    span, so write it from one thread at a time.
     """
 
     def __init__(  # noqa: PLR0917  # positional: made once per request or call
@@ -317,13 +323,13 @@ class LightSpans:
         if (
             plan is None
             or plan.tracer is not tracer
-            or plan.key[1] is not getattr(plan.processor, "_span_processors", None)
+            or plan.processors is not getattr(plan.processor, "_span_processors", None)
         ):
-            key = _plan_key(tracer)
-            if key is None:
+            processors = _quiet_processors(tracer)
+            if processors is None:
                 return tracer.start_span(name, parent, kind, attributes)
-            plan = self._plan = _Plan(tracer, key)  # type: ignore[arg-type]
-        is_enabled = getattr(tracer, "_is_enabled", None)
+            plan = self._plan = _Plan(tracer, processors)  # type: ignore[arg-type]
+        is_enabled = plan.is_enabled
         if is_enabled is not None and not is_enabled():
             return tracer.start_span(name, parent, kind, attributes)
         parent_span: SpanContext | None = trace.get_current_span(parent).get_span_context()
