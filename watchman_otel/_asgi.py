@@ -21,7 +21,6 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import (
     CallbackOptions,
-    Histogram,
     MeterProvider,
     ObservableUpDownCounter,
     Observation,
@@ -29,6 +28,7 @@ from opentelemetry.metrics import (
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from watchman_otel._errors import ConfigurationError, report_internal_error
+from watchman_otel._light_histogram import LightHistogram
 from watchman_otel._light_span import LightSpans
 from watchman_otel._settings import DEFAULT_EXCLUDED_URLS
 from watchman_otel._version import __version__
@@ -138,7 +138,7 @@ class _Instruments:
     __slots__ = ("active", "duration", "enabled", "excluded", "known_methods", "spans")
 
     spans: LightSpans
-    duration: Histogram
+    duration: LightHistogram
     active: ObservableUpDownCounter
     excluded: re.Pattern[str] | None
     known_methods: frozenset[str]
@@ -163,11 +163,13 @@ class _Instruments:
         tracer = trace.get_tracer("watchman_otel", __version__, tracer_provider)
         self.spans = LightSpans(tracer, SpanKind.SERVER)
         meter = metrics.get_meter("watchman_otel", __version__, meter_provider)
-        self.duration = meter.create_histogram(
-            "http.server.request.duration",
-            unit="s",
-            description="Duration of HTTP server requests.",
-            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+        self.duration = LightHistogram(
+            meter.create_histogram(
+                "http.server.request.duration",
+                unit="s",
+                description="Duration of HTTP server requests.",
+                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+            )
         )
         # Asynchronous on purpose (same Sum on the wire). A meter hands back the instrument first
         # registered under a name, so the callback reads process-wide counts, not this holder's.

@@ -4,11 +4,12 @@
 authority's address, port and redacted form are memoised), the span starts with its attributes
 given at once (a light span handed to the SDK's processors at its end where that gives the SDK's
 outcome: ``watchman_otel._light_span``), the W3C context is injected through the global
-propagator, and the end sets the status code in one call. The stable HTTP conventions only:
-``http.request.method``, ``server.address``, ``server.port``, ``url.full``,
-``http.response.status_code``, ``error.type`` on the span, and the
-``http.client.request.duration`` histogram in seconds with the required attributes only (each
-one more costs the SDK a value check and a hash per point) and without exemplars.
+propagator, the end sets the status code in one call, and the duration point goes to the
+SDK's aggregation found by its attribute set (``watchman_otel._light_histogram``). The stable
+HTTP conventions only: ``http.request.method``, ``server.address``, ``server.port``,
+``url.full``, ``http.response.status_code``, ``error.type`` on the span, and the
+``http.client.request.duration`` histogram in seconds with the required attributes only and
+without exemplars.
 
 Suppression follows ``opentelemetry.instrumentation.utils``: nothing is recorded while
 instrumentation or HTTP instrumentation is suppressed (an exporter's own calls, an outer HTTP
@@ -32,11 +33,12 @@ from opentelemetry.instrumentation.utils import (  # type: ignore[attr-defined]
     _SUPPRESS_HTTP_INSTRUMENTATION_KEY,
     _SUPPRESS_INSTRUMENTATION_KEY_PLAIN,
 )
-from opentelemetry.metrics import Histogram, MeterProvider
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from watchman_otel._asgi import DURATION_BUCKETS, compile_excluded, error_type, known_methods
 from watchman_otel._errors import report_internal_error
+from watchman_otel._light_histogram import LightHistogram
 from watchman_otel._light_span import LightSpans
 from watchman_otel._version import __version__
 
@@ -102,11 +104,13 @@ class _State:
         tracer = trace.get_tracer("watchman_otel", __version__, tracer_provider)
         self.spans = LightSpans(tracer, SpanKind.CLIENT)
         meter = metrics.get_meter("watchman_otel", __version__, meter_provider)
-        self.duration: Histogram = meter.create_histogram(
-            "http.client.request.duration",
-            unit="s",
-            description="Duration of HTTP client requests.",
-            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+        self.duration = LightHistogram(
+            meter.create_histogram(
+                "http.client.request.duration",
+                unit="s",
+                description="Duration of HTTP client requests.",
+                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+            )
         )
         self.excluded = compile_excluded(excluded_urls)
         self.known_methods = known_methods()
