@@ -166,7 +166,7 @@ class LightHistogram:
             if len(plan.points) >= _POINTS_SIZE:
                 plan.points.clear()
             plan.points[key] = matches
-        if context is None:
+        if not context:  # as the SDK: an empty context means the current one
             context = get_current()
         now = time_ns()
         measurement = Measurement(amount, now, instrument, context, None)

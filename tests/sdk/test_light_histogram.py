@@ -252,8 +252,9 @@ def test_a_current_span_is_the_context_when_none_is_given(pairs: Any) -> None:
     )
     with trace.use_span(span):
         pair.record(0.1, _CALL)
+        pair.record(0.2, _CALL, Context())  # an empty context is the current one, as in the SDK
     points = pair.assert_same()[0]
-    assert points[0][7][0][2] == 7  # the exemplar points at the current span
+    assert [e[2] for e in points[0][7]] == [7, 7]  # the exemplars point at the current span
 
 
 def test_a_disabled_meter_records_nothing(pairs: Any) -> None:
