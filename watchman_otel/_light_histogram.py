@@ -51,6 +51,7 @@ try:  # the SDK's internals this mirrors; any other shape: the SDK's record() ev
 except (ImportError, AttributeError, TypeError, ValueError):  # pragma: no cover - other SDKs
     _SUPPORTED = False
 
+_NOTHING = object()
 # (view match, the SDK's key for the point's attributes in it, those attributes as it keeps them)
 _Match = tuple[Any, Any, dict[str, Any]]
 
@@ -121,11 +122,14 @@ class LightHistogram:
     reused by the caller after the call, as with the SDK.
     """
 
-    __slots__ = ("_histogram", "_plan")
+    __slots__ = ("_declined", "_histogram", "_plan")
 
     def __init__(self, histogram: Histogram) -> None:
         self._histogram = histogram
         self._plan: _Plan | None = None
+        # The instrument last found unfit (its type or its SDK's internals): not looked at again
+        # until a provider switch brings another.
+        self._declined: Any = _NOTHING
 
     def record(
         self,
@@ -138,12 +142,16 @@ class LightHistogram:
         # Our proxies forward to `_real_instrument`, which a provider switch replaces.
         instrument: Any = getattr(histogram, "_real_instrument", histogram)
         plan = self._plan
-        if (
+        if instrument is self._declined:
+            plan = None
+        elif (
             plan is None
             or plan.instrument is not instrument
             or plan.consumer._reader_storages is not plan.storages
         ):
             plan = self._plan = _plan(instrument)
+            if plan is None:
+                self._declined = instrument
         if (
             plan is None
             or attributes is None

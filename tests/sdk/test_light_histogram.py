@@ -23,6 +23,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from opentelemetry.sdk.metrics.view import DropAggregation, View
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from watchman_otel import _light_histogram
 from watchman_otel._light_histogram import LightHistogram
 from watchman_otel._providers import SwitchingMeterProvider
 
@@ -298,16 +299,21 @@ def test_switching_providers_follows_the_switch() -> None:
             provider.shutdown()
 
 
-def test_an_sdk_subclass_or_api_histogram_goes_through_its_record() -> None:
+def test_an_sdk_subclass_or_api_histogram_goes_through_its_record(monkeypatch: Any) -> None:
     calls: list[tuple[Any, ...]] = []
+    planned: list[Any] = []
 
     class Recording:
         def record(self, *args: Any) -> None:
             calls.append(args)
 
+    plan = _light_histogram._plan
+    monkeypatch.setattr(_light_histogram, "_plan", lambda i: planned.append(i) or plan(i))
     histogram = LightHistogram(Recording())  # type: ignore[arg-type]
     histogram.record(0.1, _CALL, None)
-    assert calls == [(0.1, _CALL, None)]
+    histogram.record(0.2, _CALL, None)
+    assert calls == [(0.1, _CALL, None), (0.2, _CALL, None)]
+    assert len(planned) == 1  # found unfit once, not looked at again
 
 
 def test_threads_recording_during_delta_collections_lose_nothing() -> None:
