@@ -21,6 +21,7 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import (
     CallbackOptions,
+    Meter,
     MeterProvider,
     ObservableUpDownCounter,
     Observation,
@@ -40,6 +41,7 @@ __all__ = [
     "ASGIApp",
     "WatchmanMiddleware",
     "compile_excluded",
+    "duration_histogram",
     "error_type",
     "inflight_requests",
     "install_framework_hooks",
@@ -92,6 +94,19 @@ def _observe_active(_options: CallbackOptions) -> Iterator[Observation]:
 def inflight_requests() -> int:
     """HTTP requests inside an instrumented app right now, in this process (for heartbeats)."""
     return _inflight
+
+
+def duration_histogram(meter: Meter, side: str) -> LightHistogram:
+    """The stable ``http.<side>.request.duration`` histogram (``server`` or ``client``): seconds,
+    the conventions' advised buckets, points recorded through `LightHistogram`."""
+    return LightHistogram(
+        meter.create_histogram(
+            f"http.{side}.request.duration",
+            unit="s",
+            description=f"Duration of HTTP {side} requests.",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+        )
+    )
 
 
 def known_methods() -> frozenset[str]:
@@ -163,14 +178,7 @@ class _Instruments:
         tracer = trace.get_tracer("watchman_otel", __version__, tracer_provider)
         self.spans = LightSpans(tracer, SpanKind.SERVER)
         meter = metrics.get_meter("watchman_otel", __version__, meter_provider)
-        self.duration = LightHistogram(
-            meter.create_histogram(
-                "http.server.request.duration",
-                unit="s",
-                description="Duration of HTTP server requests.",
-                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-            )
-        )
+        self.duration = duration_histogram(meter, "server")
         # Asynchronous on purpose (same Sum on the wire). A meter hands back the instrument first
         # registered under a name, so the callback reads process-wide counts, not this holder's.
         self.active = meter.create_observable_up_down_counter(

@@ -36,9 +36,8 @@ from opentelemetry.instrumentation.utils import (  # type: ignore[attr-defined]
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
-from watchman_otel._asgi import DURATION_BUCKETS, compile_excluded, error_type, known_methods
+from watchman_otel._asgi import compile_excluded, duration_histogram, error_type, known_methods
 from watchman_otel._errors import report_internal_error
-from watchman_otel._light_histogram import LightHistogram
 from watchman_otel._light_span import LightSpans
 from watchman_otel._version import __version__
 
@@ -104,14 +103,7 @@ class _State:
         tracer = trace.get_tracer("watchman_otel", __version__, tracer_provider)
         self.spans = LightSpans(tracer, SpanKind.CLIENT)
         meter = metrics.get_meter("watchman_otel", __version__, meter_provider)
-        self.duration = LightHistogram(
-            meter.create_histogram(
-                "http.client.request.duration",
-                unit="s",
-                description="Duration of HTTP client requests.",
-                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-            )
-        )
+        self.duration = duration_histogram(meter, "client")
         self.excluded = compile_excluded(excluded_urls)
         self.known_methods = known_methods()
         self.authorities: dict[tuple[str, str], tuple[str, int | None, str | None]] = {}

@@ -31,10 +31,13 @@ _DELTA = {SdkHistogram: AggregationTemporality.DELTA}
 _CALL = {"http.request.method": "GET", "server.address": "a.example", "server.port": 443}
 
 
-def _span_context(span_id: int, sampled: bool = True) -> Context:
+def _span(span_id: int, sampled: bool = True) -> NonRecordingSpan:
     flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
-    span = NonRecordingSpan(SpanContext(0xABC, span_id, is_remote=False, trace_flags=flags))
-    return trace.set_span_in_context(span, Context())
+    return NonRecordingSpan(SpanContext(0xABC, span_id, is_remote=False, trace_flags=flags))
+
+
+def _span_context(span_id: int, sampled: bool = True) -> Context:
+    return trace.set_span_in_context(_span(span_id, sampled), Context())
 
 
 def _points(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
@@ -248,10 +251,7 @@ def test_exemplars_match_the_sdk(pairs: Any, exemplar_filter: Any) -> None:
 
 def test_a_current_span_is_the_context_when_none_is_given(pairs: Any) -> None:
     pair = pairs(_one_reader)
-    span = trace.NonRecordingSpan(
-        SpanContext(0xABC, 7, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
-    )
-    with trace.use_span(span):
+    with trace.use_span(_span(7)):
         pair.record(0.1, _CALL)
         pair.record(0.2, _CALL, Context())  # an empty context is the current one, as in the SDK
     points = pair.assert_same()[0]
