@@ -48,6 +48,7 @@ MODULES: tuple[str, ...] = (
     "benchmarks.replay_throughput",  # 6: replay of OTLP JSON lines
     "benchmarks.sdk_asgi",  # 7: SDK added latency per ASGI request; collector down
     "benchmarks.sdk_outbound",  # 7: SDK added latency per outbound `requests` call; exit
+    "benchmarks.sdk_span_encoding",  # 7: what the export thread's span encoding costs
 )
 
 

@@ -54,6 +54,7 @@ from watchman_otel._exporters import (
     _Guard,
 )
 from watchman_otel._settings import Config, SignalExport
+from watchman_otel._span_encoder import FastSpanEncoding
 
 __all__ = [
     "Pipeline",
@@ -123,7 +124,8 @@ def _otlp_exporter(signal: str, export: SignalExport) -> Any:
 
 
 def _otlp_span_exporter(export: SignalExport) -> SpanExporter:
-    return cast("SpanExporter", _otlp_exporter("traces", export))
+    # The official exporter, its batches encoded by `_span_encoder` (the same requests).
+    return FastSpanEncoding(cast("SpanExporter", _otlp_exporter("traces", export)))
 
 
 def _otlp_metric_exporter(export: SignalExport) -> MetricExporter:
