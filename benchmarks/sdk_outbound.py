@@ -6,7 +6,10 @@ with the SDK (``TracerProvider`` + ``BatchSpanProcessor`` + ``MeterProvider`` ex
 as its documentation shows); and ``watchman_otel.init()``. Both instrumented clients export to the
 same discarding OTLP/HTTP sink. Rounds of sequential calls are interleaved (order shuffled each
 round); a variant's added latency is the median over rounds of (its round median − bare's round
-median), as in ``sdk_asgi``.
+median), as in ``sdk_asgi``, and likewise its added CPU per call (the whole process's, exporter
+threads included). The exporters send a batch every few rounds, so the median of rounds leaves
+their encoding and sending out: the mean over all rounds of the same differences, what the host
+pays per call on average, is shown beside it.
 
 *Exit*: a process that made spans, metrics and outbound calls against a black-holed collector (a
 TCP listener that accepts and never answers) is asked to end; the figure is the wall time from
@@ -160,7 +163,8 @@ def _ask(client: subprocess.Popen[str], line: str) -> str:
 
 
 def measure_outbound(*, rounds: int, per_round: int) -> dict[str, float]:
-    """Added latency per outbound call (µs, medians of round differences) of stock and ours."""
+    """Added latency and CPU per outbound call (µs, medians of round differences; CPU also the
+    mean of all rounds) of stock and ours."""
     sink = _Sink()
     target_port = free_port()
     target = _spawn("--target", str(target_port))
@@ -196,6 +200,9 @@ def measure_outbound(*, rounds: int, per_round: int) -> dict[str, float]:
         pairs = zip(series[variant], series["bare"], strict=True)
         return statistics.median(m - b for m, b in pairs)
 
+    def mean_added(series: dict[str, list[float]], variant: str) -> float:
+        return statistics.fmean(series[variant]) - statistics.fmean(series["bare"])
+
     return {
         "bare_us": statistics.median(medians["bare"]),
         "stock_added_us": added(medians, "stock"),
@@ -203,6 +210,9 @@ def measure_outbound(*, rounds: int, per_round: int) -> dict[str, float]:
         "bare_cpu_us": statistics.median(cpu["bare"]),
         "stock_cpu_added_us": added(cpu, "stock"),
         "watchman_cpu_added_us": added(cpu, "watchman"),
+        "bare_cpu_mean_us": statistics.fmean(cpu["bare"]),
+        "stock_cpu_mean_added_us": mean_added(cpu, "stock"),
+        "watchman_cpu_mean_added_us": mean_added(cpu, "watchman"),
     }
 
 
@@ -295,6 +305,22 @@ def sdk_outbound(quick: bool) -> list[Figure]:
             "µs",
             baseline=calls["stock_cpu_added_us"],
             baseline_name="stock CPU added",
+            goal="<= 0.50",
+        ),
+        # Exports included: the mean of all rounds (the median leaves the rounds with one out).
+        Figure(
+            "requests CPU added, stock, mean of all rounds",
+            calls["stock_cpu_mean_added_us"],
+            "µs",
+            baseline=calls["bare_cpu_mean_us"],
+            baseline_name="bare call CPU, mean",
+        ),
+        Figure(
+            "requests CPU added, watchman_otel.init(), mean of all rounds",
+            calls["watchman_cpu_mean_added_us"],
+            "µs",
+            baseline=calls["stock_cpu_mean_added_us"],
+            baseline_name="stock CPU added, mean",
             goal="<= 0.50",
         ),
         Figure(
