@@ -262,6 +262,27 @@ def measure_exit(*, stock_runs: int, watchman_runs: int) -> dict[str, float]:
     }
 
 
+def _against_stock(
+    calls: dict[str, float], key: str, names: tuple[str, str, str], bare: tuple[str, str]
+) -> list[Figure]:
+    """Stock's `key` figure against bare's, and ours against stock's (the goal: at most half).
+
+    `names`: the stock figure's, ours, and stock's as our baseline; `bare`: bare's key and name.
+    """
+    stock = calls[f"stock_{key}"]
+    return [
+        Figure(names[0], stock, "µs", baseline=calls[bare[0]], baseline_name=bare[1]),
+        Figure(
+            names[1],
+            calls[f"watchman_{key}"],
+            "µs",
+            baseline=stock,
+            baseline_name=names[2],
+            goal="<= 0.50",
+        ),
+    ]
+
+
 @benchmark("sdk_outbound")
 def sdk_outbound(quick: bool) -> list[Figure]:
     """Figures for the outbound ``requests`` instrumentation and the exit with no collector."""
@@ -276,52 +297,37 @@ def sdk_outbound(quick: bool) -> list[Figure]:
         exits = measure_exit(stock_runs=3, watchman_runs=5)
     return [
         Figure("requests call, bare (median)", calls["bare_us"], "µs"),
-        Figure(
-            "requests added, stock RequestsInstrumentor",
-            calls["stock_added_us"],
-            "µs",
-            baseline=calls["bare_us"],
-            baseline_name="bare call",
-        ),
-        Figure(
-            "requests added, watchman_otel.init()",
-            calls["watchman_added_us"],
-            "µs",
-            baseline=calls["stock_added_us"],
-            baseline_name="stock added",
-            goal="<= 0.50",
+        *_against_stock(
+            calls,
+            "added_us",
+            (
+                "requests added, stock RequestsInstrumentor",
+                "requests added, watchman_otel.init()",
+                "stock added",
+            ),
+            ("bare_us", "bare call"),
         ),
         Figure("requests call CPU, bare (median)", calls["bare_cpu_us"], "µs"),
-        Figure(
-            "requests CPU added, stock RequestsInstrumentor",
-            calls["stock_cpu_added_us"],
-            "µs",
-            baseline=calls["bare_cpu_us"],
-            baseline_name="bare call CPU",
-        ),
-        Figure(
-            "requests CPU added, watchman_otel.init()",
-            calls["watchman_cpu_added_us"],
-            "µs",
-            baseline=calls["stock_cpu_added_us"],
-            baseline_name="stock CPU added",
-            goal="<= 0.50",
+        *_against_stock(
+            calls,
+            "cpu_added_us",
+            (
+                "requests CPU added, stock RequestsInstrumentor",
+                "requests CPU added, watchman_otel.init()",
+                "stock CPU added",
+            ),
+            ("bare_cpu_us", "bare call CPU"),
         ),
         # Exports included: the mean of all rounds (the median leaves the rounds with one out).
-        Figure(
-            "requests CPU added, stock, mean of all rounds",
-            calls["stock_cpu_mean_added_us"],
-            "µs",
-            baseline=calls["bare_cpu_mean_us"],
-            baseline_name="bare call CPU, mean",
-        ),
-        Figure(
-            "requests CPU added, watchman_otel.init(), mean of all rounds",
-            calls["watchman_cpu_mean_added_us"],
-            "µs",
-            baseline=calls["stock_cpu_mean_added_us"],
-            baseline_name="stock CPU added, mean",
-            goal="<= 0.50",
+        *_against_stock(
+            calls,
+            "cpu_mean_added_us",
+            (
+                "requests CPU added, stock, mean of all rounds",
+                "requests CPU added, watchman_otel.init(), mean of all rounds",
+                "stock CPU added, mean",
+            ),
+            ("bare_cpu_mean_us", "bare call CPU, mean"),
         ),
         Figure(
             "exit, collector black-holed, watchman (median)",
