@@ -12,7 +12,6 @@ holds the interpreter lock and counts in the host's CPU, so it adds to figure 7'
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import threading
 import time
@@ -90,16 +89,3 @@ def sdk_span_encoding(quick: bool) -> list[Figure]:
         )
         for size in (_BATCH, 1)
     ]
-
-
-def _main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    from benchmarks import render_table
-
-    print(render_table(sdk_span_encoding(args.quick)))
-
-
-if __name__ == "__main__":
-    _main()

@@ -27,9 +27,10 @@ from typing import Any
 from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import Histogram
 
+from watchman_otel._light_span import PLAIN_VALUES
+
 __all__ = ["LightHistogram"]
 
-_PLAIN = frozenset((str, int, float, bool))  # attribute values the SDK keeps as they are
 _POINTS_SIZE = 1024  # attribute sets remembered per instrument; the SDK's own limit is 2000
 
 try:  # the SDK's internals this mirrors; any other shape: the SDK's record() every time
@@ -102,7 +103,7 @@ def _point_matches(plan: _Plan, attributes: Mapping[str, Any]) -> tuple[_Match, 
     """The SDK's aggregation key for `attributes` in each view, as ``consume_measurement``
     computes it; None when the SDK would clean the attributes (it then records the point)."""
     for key, value in attributes.items():
-        if type(key) is not str or not key or type(value) not in _PLAIN:
+        if type(key) is not str or not key or type(value) not in PLAIN_VALUES:
             return None
     found = []
     for match in plan.matches:

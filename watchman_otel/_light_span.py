@@ -35,13 +35,13 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util import types
 
-__all__ = ["LightSpan", "LightSpans"]
+__all__ = ["PLAIN_VALUES", "LightSpan", "LightSpans"]
 
 _logger = logging.getLogger(__name__)
 
 # Processors whose `on_start` and `_on_ending` do nothing: skipping them changes nothing.
 _QUIET_START = (BatchSpanProcessor, SimpleSpanProcessor)
-_PLAIN = (str, int, float, bool)  # values the SDK stores as they are
+PLAIN_VALUES = frozenset((str, int, float, bool))  # values the SDK keeps as they are
 _UNSET = Status(StatusCode.UNSET)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -192,7 +192,7 @@ class LightSpan(trace.Span, sdk_trace.ReadableSpan):
                 self._end_time is None
                 and type(key) is str
                 and key
-                and type(value) in _PLAIN
+                and type(value) in PLAIN_VALUES
                 and (limit is None or key in attributes or len(attributes) < limit)
             ):
                 attributes[key] = value
@@ -204,9 +204,10 @@ class LightSpan(trace.Span, sdk_trace.ReadableSpan):
         if self._sdk is None and self._end_time is None:
             values = self._values
             limit = self._plan.limits.max_span_attributes
-            if all(type(k) is str and k and type(v) in _PLAIN for k, v in attributes.items()) and (
-                limit is None or len(values) + len(attributes) <= limit
-            ):
+            plain = all(
+                type(k) is str and k and type(v) in PLAIN_VALUES for k, v in attributes.items()
+            )
+            if plain and (limit is None or len(values) + len(attributes) <= limit):
                 values.update(attributes)
                 return
         self._as_sdk().set_attributes(attributes)

@@ -80,6 +80,13 @@ class _NotPlain(Exception):
     """The batch holds something this encoding leaves to the official encoder."""
 
 
+def _remember(memo: dict[Any, Any], size: int, key: Any, value: Any) -> None:
+    """Keep `value` under `key` in one of this module's memos, cleared when it holds `size`."""
+    if len(memo) >= size:
+        memo.clear()
+    memo[key] = value
+
+
 def _varint(n: int) -> bytes:
     if n < 0x80:
         return _SMALL[n]
@@ -144,9 +151,7 @@ def _span_attributes(attributes: Mapping[str, Any]) -> bytes:
             # Not floats: 0.0 and -0.0 are one key, two encodings.
             kind = value.__class__
             if (kind is not str or len(value) <= _MEMO_MAX) and kind is not float:
-                if len(memo) >= _MEMO_SIZE:
-                    memo.clear()
-                memo[memo_key] = found
+                _remember(memo, _MEMO_SIZE, memo_key, found)
         out.append(found)
     return b"".join(out)
 
@@ -176,9 +181,7 @@ def _once(encode: Callable[[Any], bytes], thing: Any) -> bytes:
     if found is not None and found[0] is thing:
         return found[1]
     encoded = encode(thing)
-    if len(_ENCODED) >= _ENCODED_SIZE:
-        _ENCODED.clear()
-    _ENCODED[key] = (thing, encoded)
+    _remember(_ENCODED, _ENCODED_SIZE, key, (thing, encoded))
     return encoded
 
 
@@ -261,9 +264,7 @@ def _status(status: Status) -> bytes:
         if code:
             body += b"\x18" + _varint(code)
         found = _field(b"\x7a", body)
-        if len(_STATUSES) >= _MEMO_SIZE:
-            _STATUSES.clear()
-        _STATUSES[key] = found
+        _remember(_STATUSES, _MEMO_SIZE, key, found)
     return found
 
 
